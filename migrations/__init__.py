@@ -1,0 +1,1 @@
+"""Alembic migrations, shipped in the wheel so a plain install can migrate."""

@@ -1,0 +1,101 @@
+"""``create_app(settings)``: wiring only. Every resource is owned by a cleanup context
+and reached through a typed AppKey."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from proxy import audit
+from proxy.errors import error_response
+from proxy.keys import METRICS, RECORDER, RELAY, SESSION, SETTINGS, STATE, STORE
+from proxy.metrics import Metrics
+from proxy.recorder import Recorder
+from proxy.relay import Relay, RuntimeState, new_record
+from proxy.settings import Settings
+from proxy.spool import Spool
+from proxy.store import Store, open_store
+
+__all__ = ["create_app"]
+
+
+async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
+    engine = await open_store(app[SETTINGS].db, create=True)
+    app[STORE] = Store(engine)
+    yield
+    await engine.dispose()
+
+
+async def _recorder_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    spool = Spool(settings.resolved_spool_dir)
+    recorder = Recorder(app[STORE], spool, buffer_bytes=settings.buffer_bytes, batch_size=settings.batch_size)
+    app[RECORDER] = recorder
+    app[METRICS].bind_recorder(lambda: recorder.depth, spool.size)
+    await recorder.start()
+    yield
+    await recorder.close(timeout=max(settings.shutdown_grace, 5.0))
+
+
+async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    # No total timeout: a stream may legitimately last many minutes. Connect and idle-read are bounded per request.
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
+        auto_decompress=False,
+        timeout=aiohttp.ClientTimeout(total=None),
+        skip_auto_headers=("User-Agent", "Content-Type"),
+    )
+    app[SESSION] = session
+    app[RELAY] = Relay(settings, session, app[RECORDER], app[METRICS], app[STATE])
+    yield
+    await session.close()
+
+
+async def _on_shutdown(app: web.Application) -> None:
+    app[STATE].shutting_down = True
+
+
+async def v1_handler(request: web.Request) -> web.StreamResponse:
+    app = request.app
+    settings = app[SETTINGS]
+    relay = app[RELAY]
+    loop_start = asyncio.get_running_loop().time()
+    record = settings.mode.records
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        rec = new_record(request, b"", settings)
+        return relay.reject(
+            rec, loop_start, record, 413, f"request body is larger than {settings.max_body} bytes",
+            "invalid_request_error", "request_too_large",
+        )
+    rec = new_record(request, body, settings)
+    if not relay.admitted(request):
+        return relay.reject(
+            rec, loop_start, record, 401, "Incorrect API key provided to streamproxy.",
+            "invalid_request_error", "invalid_api_key",
+        )
+    return await relay.forward(request, rec, loop_start, record=record)
+
+
+async def not_found(request: web.Request) -> web.Response:
+    return error_response(
+        404, f"streamproxy relays /v1/… only; nothing at {request.rel_url.path}", "invalid_request_error", "not_found"
+    )
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(client_max_size=settings.max_body, middlewares=[audit.access_middleware])
+    app[SETTINGS] = settings
+    app[METRICS] = Metrics()
+    app[STATE] = RuntimeState()
+    app.cleanup_ctx.extend([_store_ctx, _recorder_ctx, _upstream_ctx])
+    app.on_shutdown.append(_on_shutdown)
+    app.router.add_route("*", "/v1{tail:(/.*)?}", v1_handler)
+    audit.add_routes(app)
+    app.router.add_route("*", "/{tail:.*}", not_found)
+    return app

@@ -1,0 +1,135 @@
+"""``streamproxy serve``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import click
+from aiohttp import web
+
+from proxy.cli import db_option, fail, run
+from proxy.errors import ConfigError
+from proxy.settings import DEFAULT_UPSTREAM, Mode, Settings, is_loopback, mask_url, parse_duration, parse_size
+from proxy.store import open_store
+
+__all__ = ["register", "serve"]
+
+log = logging.getLogger("streamproxy")
+
+
+def _read_keys(path: str | None) -> frozenset[str]:
+    if not path:
+        return frozenset()
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as exc:
+        raise ConfigError(f"cannot read --client-keys file {path}: {exc.strerror}") from None
+    keys = frozenset(line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#"))
+    if not keys:
+        raise ConfigError(f"--client-keys file {path} holds no keys")
+    return keys
+
+
+def build_settings(opts: dict[str, Any]) -> Settings:
+    """Settings from the serve options; raises ConfigError on anything invalid."""
+    match_ignore: list[str] = []
+    for item in opts["match_ignore"]:
+        match_ignore.extend(x.strip() for x in item.split(",") if x.strip())
+    settings = Settings(
+        host=opts["host"],
+        port=opts["port"],
+        upstream=opts["upstream"],
+        db=opts["db"],
+        mode=Mode.parse(opts["mode"]),
+        replay_speed=opts["replay_speed"],
+        match_ignore=tuple(match_ignore),
+        max_body=parse_size(opts["max_body"]),
+        connect_timeout=parse_duration(opts["connect_timeout"]),
+        read_timeout=parse_duration(opts["read_timeout"]),
+        shutdown_grace=parse_duration(opts["shutdown_grace"]),
+        spool_dir=Path(opts["spool_dir"]) if opts["spool_dir"] else None,
+        client_keys=_read_keys(opts["client_keys"]),
+        upstream_key=opts["upstream_key"] or None,
+        admin_token=opts["admin_token"] or None,
+        access_log=opts["access_log"],
+    )
+    if not is_loopback(settings.host) and not settings.admin_token:
+        raise ConfigError(
+            f"refusing to bind {settings.host}: off loopback the audit API needs --admin-token (STREAMPROXY_ADMIN_TOKEN)"
+        )
+    return settings
+
+
+def _option(name: str, **kw: Any) -> Any:
+    env = "STREAMPROXY_" + name.lstrip("-").upper().replace("-", "_")
+    kw.setdefault("show_default", True)
+    return click.option(name, envvar=kw.pop("envvar", env), show_envvar=True, **kw)
+
+
+def _make_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:  # e.g. Windows
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+@click.command()
+@_option("--host", default="127.0.0.1", help="Address to bind.")
+@_option("--port", default=8080, type=int, help="Port to bind.")
+@_option("--upstream", default=DEFAULT_UPSTREAM, help="Upstream base URL (a trailing /v1 is accepted).")
+@db_option
+@_option("--mode", default="record", help="record | replay | auto | passthrough.")
+@_option("--replay-speed", default=1.0, type=float, help="Replay pacing divisor; 0 = no pauses.")
+@_option("--match-ignore", multiple=True, default=(), show_default=False, help="Top-level body fields left out of the match key (comma separated or repeated).")
+@_option("--max-body", default="64M", help="Largest request body accepted (K/M/G suffixes).")
+@_option("--connect-timeout", default="10", help="Seconds to connect to upstream.")
+@_option("--read-timeout", default="600", help="Seconds without a byte from upstream before giving up.")
+@_option("--shutdown-grace", default="30", help="Seconds in-flight streams get after SIGTERM.")
+@_option("--spool-dir", default=None, show_default=False, help="Where recordings wait when the database is down [default: beside the SQLite file, else ./streamproxy-spool].")
+@_option("--client-keys", default=None, help="File of proxy keys, one a line; only these are admitted.")
+@_option("--upstream-key", default=None, envvar=["STREAMPROXY_UPSTREAM_KEY", "OPENAI_API_KEY"], show_default=False, help="Key sent upstream when --client-keys is set [env: STREAMPROXY_UPSTREAM_KEY, OPENAI_API_KEY].")
+@_option("--admin-token", default=None, show_default=False, help="Bearer token required for /recordings and /ui.")
+@_option("--access-log/--no-access-log", default=False, help="Log one line per request.")
+@_option("--log-level", default="info", help="debug | info | warning | error.")
+def serve(**opts: Any) -> None:
+    """Relay and record (or replay) on HOST:PORT."""
+    logging.basicConfig(level=opts["log_level"].upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = build_settings(opts)
+    except ConfigError as exc:
+        fail(str(exc), 2)
+        return
+    # Fail fast, with one line, on a database that cannot be used; migrate it while we are at it.
+    run(_preflight(settings.db))
+
+    from proxy.app import create_app
+
+    app = create_app(settings)
+    log.info(
+        "streamproxy %s mode on http://%s:%d/v1 -> %s, recording to %s",
+        settings.mode.value, settings.host, settings.port,
+        settings.upstream if settings.mode.forwards else "(no upstream)", mask_url(settings.db),
+    )
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        shutdown_timeout=settings.shutdown_grace,
+        handler_cancellation=True,
+        access_log=logging.getLogger("streamproxy.access") if settings.access_log else None,
+        print=None,
+        loop=_make_loop(),
+    )
+
+
+async def _preflight(db: str) -> None:
+    engine = await open_store(db, create=True)
+    await engine.dispose()
+
+
+def register(group: click.Group) -> None:
+    group.add_command(serve)

@@ -1,0 +1,75 @@
+"""Credentials: recognised, fingerprinted and redacted before anything is stored."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+
+__all__ = ["REDACTED", "bearer_token", "fingerprint", "is_credential_header", "redact_headers", "request_credential"]
+
+REDACTED = "[redacted]"
+
+_CREDENTIAL_HEADERS = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "api-key",
+        "x-api-key",
+        "cookie",
+        "set-cookie",
+        "x-goog-api-key",
+        "openai-api-key",
+    }
+)
+# Vendors invent their own names; anything that smells like a secret is treated as one.
+_CREDENTIAL_HINTS = ("key", "token", "secret", "auth", "cookie", "session", "password")
+
+
+def is_credential_header(name: str) -> bool:
+    lname = name.lower()
+    return lname in _CREDENTIAL_HEADERS or any(h in lname for h in _CREDENTIAL_HINTS)
+
+
+def redact_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Lower-cased names; credentials replaced; repeated headers joined with ', '."""
+    out: dict[str, str] = {}
+    for name, value in headers:
+        lname = name.lower()
+        if is_credential_header(lname):
+            value = REDACTED
+        if lname in out:
+            if out[lname] != REDACTED:
+                out[lname] = f"{out[lname]}, {value}"
+        else:
+            out[lname] = value
+    return out
+
+
+def bearer_token(value: str | None) -> str | None:
+    """The token after ``Bearer `` (any case), or None."""
+    if not value:
+        return None
+    scheme, _, token = value.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    token = token.strip()
+    return token or None
+
+
+def request_credential(headers: Mapping[str, str]) -> str | None:
+    """The bare credential a request presents; ``Authorization`` wins over ``api-key``/``x-api-key``."""
+    auth = headers.get("Authorization") or headers.get("authorization")
+    if auth:
+        return bearer_token(auth) or auth.strip()
+    for name in ("api-key", "x-api-key"):
+        value = headers.get(name)
+        if value:
+            return value.strip()
+    return None
+
+
+def fingerprint(credential: str | None) -> str | None:
+    """First 12 hex characters of the SHA-256 of the bare credential."""
+    if not credential:
+        return None
+    return hashlib.sha256(credential.encode()).hexdigest()[:12]

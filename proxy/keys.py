@@ -1,0 +1,22 @@
+"""Typed application keys: how handlers reach the object graph that ``create_app`` builds."""
+
+from __future__ import annotations
+
+import aiohttp
+from aiohttp import web
+
+from proxy.metrics import Metrics
+from proxy.recorder import Recorder
+from proxy.relay import Relay, RuntimeState
+from proxy.settings import Settings
+from proxy.store import Store
+
+__all__ = ["METRICS", "RECORDER", "RELAY", "SESSION", "SETTINGS", "STATE", "STORE"]
+
+SETTINGS = web.AppKey("settings", Settings)
+STORE = web.AppKey("store", Store)
+RECORDER = web.AppKey("recorder", Recorder)
+METRICS = web.AppKey("metrics", Metrics)
+STATE = web.AppKey("state", RuntimeState)
+RELAY = web.AppKey("relay", Relay)
+SESSION = web.AppKey("upstream_session", aiohttp.ClientSession)

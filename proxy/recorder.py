@@ -1,0 +1,209 @@
+"""The recorder: takes finished recordings from the relay and writes them beside the stream.
+
+``submit`` never waits and never raises. A background task assembles replies and
+inserts batches, one transaction per batch. When the database fails, batches go to
+the spool on disk and are retried until the database is back. When more than
+``buffer_bytes`` wait in memory, new recordings go straight to the spool, so a slow
+database costs memory only up to that bound and never slows a stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from proxy.assemble import assemble
+from proxy.record import Record
+from proxy.spool import Spool
+from proxy.store.queries import Store
+
+__all__ = ["Recorder", "RecorderStats"]
+
+log = logging.getLogger("streamproxy.recorder")
+
+_RETRY_MIN = 0.25
+_RETRY_MAX = 5.0
+
+
+@dataclass(slots=True)
+class RecorderStats:
+    submitted: int = 0
+    written: int = 0
+    spooled: int = 0
+    spool_failures: int = 0
+    db_failures: int = 0
+    # Seconds from a recording's end to its commit, last batch (for bench and metrics).
+    last_lag: float = 0.0
+
+
+def _size(rec: Record) -> int:
+    return sum(len(c) for c in rec.chunks) + len(rec.request_body) + 512
+
+
+def ensure_assembled(rec: Record) -> None:
+    if rec.assembled:
+        return
+    try:
+        result = assemble(rec.path, rec.content_type, rec.chunks)
+        rec.reply = result.reply
+        rec.notes.extend(result.notes)
+    except Exception as exc:  # noqa: BLE001 - a bug in assembly must not cost the recording
+        log.exception("assembling %s failed", rec.id)
+        rec.notes.append(f"assembly failed: {exc!r}")
+    rec.assembled = True
+
+
+class Recorder:
+    def __init__(self, store: Store, spool: Spool, *, buffer_bytes: int = 32 * 1024**2, batch_size: int = 200) -> None:
+        self.store = store
+        self.spool = spool
+        self.buffer_bytes = buffer_bytes
+        self.batch_size = batch_size
+        self.stats = RecorderStats()
+        self._pending: deque[tuple[Record, float]] = deque()
+        self._pending_bytes = 0
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._spool_waiting = True  # a previous run may have left a spool
+        self._db_ok = True
+        self._retry_delay = _RETRY_MIN
+        self._retry_at = 0.0
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    @property
+    def depth(self) -> int:
+        """Recordings waiting in memory."""
+        return len(self._pending)
+
+    def submit(self, rec: Record) -> None:
+        """Hand over a finished recording. Never blocks, never raises."""
+        self.stats.submitted += 1
+        size = _size(rec)
+        if self._pending_bytes + size > self.buffer_bytes:
+            self._spool_now([rec])
+            return
+        self._pending.append((rec, time.monotonic()))
+        self._pending_bytes += size
+        self._idle.clear()
+        self._wake.set()
+
+    def _spool_now(self, records: list[Record]) -> None:
+        for r in records:
+            ensure_assembled(r)
+        try:
+            self.spool.append(records)
+        except OSError:
+            # Both the database and the disk refuse: keep them in memory rather than drop them.
+            self.stats.spool_failures += 1
+            log.exception("spool write failed; keeping %d recording(s) in memory", len(records))
+            for r in records:
+                self._pending.append((r, time.monotonic()))
+                self._pending_bytes += _size(r)
+            return
+        self.stats.spooled += len(records)
+        self._spool_waiting = True
+        self._wake.set()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="streamproxy-recorder")
+
+    async def _run(self) -> None:
+        while True:
+            now = time.monotonic()
+            may_try_db = self._db_ok or now >= self._retry_at
+            if self._pending:
+                await self._write_pending(may_try_db)
+                continue
+            if self._spool_waiting and may_try_db:
+                await self._ingest_spool()
+                continue
+            self._idle.set()
+            if self._closing:
+                return
+            timeout = max(0.0, self._retry_at - now) if self._spool_waiting else None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            self._wake.clear()
+
+    async def _write_pending(self, may_try_db: bool) -> None:
+        batch: list[Record] = []
+        times: list[float] = []
+        while self._pending and len(batch) < self.batch_size:
+            rec, t = self._pending.popleft()
+            self._pending_bytes -= _size(rec)
+            batch.append(rec)
+            times.append(t)
+        for r in batch:
+            ensure_assembled(r)
+        if not may_try_db:
+            self._spool_now(batch)
+            return
+        try:
+            await self.store.insert(batch)
+        except asyncio.CancelledError:
+            self._spool_now(batch)
+            raise
+        except Exception as exc:  # noqa: BLE001 - any database failure: spool, never drop
+            self._db_failed(exc)
+            self._spool_now(batch)
+            return
+        self._db_recovered()
+        self.stats.written += len(batch)
+        self.stats.last_lag = time.monotonic() - times[0]
+
+    async def _ingest_spool(self) -> None:
+        self._spool_waiting = False
+        for path in self.spool.claim():
+            try:
+                for batch in Spool.read(path, self.batch_size):
+                    await self.store.insert(batch)
+                    self.stats.written += len(batch)
+            except Exception as exc:  # noqa: BLE001 - leave the claimed file for the next attempt
+                self._db_failed(exc)
+                self._spool_waiting = True
+                return
+            path.unlink(missing_ok=True)
+        self._db_recovered()
+
+    def _db_failed(self, exc: BaseException) -> None:
+        self.stats.db_failures += 1
+        if self._db_ok:
+            log.warning("database write failed, spooling until it is back: %s", str(exc).splitlines()[0] if str(exc) else repr(exc))
+        else:
+            self._retry_delay = min(self._retry_delay * 2, _RETRY_MAX)
+        self._db_ok = False
+        self._retry_at = time.monotonic() + self._retry_delay
+
+    def _db_recovered(self) -> None:
+        if not self._db_ok:
+            log.warning("database is back; writing spooled recordings")
+        self._db_ok = True
+        self._retry_delay = _RETRY_MIN
+
+    async def drain(self, timeout: float | None = None) -> None:
+        """Wait until everything submitted so far is in the database or the spool."""
+        self._wake.set()
+        await asyncio.wait_for(self._idle.wait(), timeout)
+
+    async def close(self, timeout: float = 30.0) -> None:
+        """Write what is buffered; whatever the database cannot take by ``timeout`` goes to the spool."""
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout)
+            except TimeoutError:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+        leftover = [r for r, _ in self._pending]
+        self._pending.clear()
+        self._pending_bytes = 0
+        if leftover:
+            self._spool_now(leftover)

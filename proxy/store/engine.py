@@ -1,0 +1,105 @@
+"""Engines and migrations. Alembic runs inside the event loop through ``run_sync``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import event
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from proxy.errors import StoreError
+from proxy.settings import mask_url, sqlite_path
+
+__all__ = ["MIGRATIONS_DIR", "create_engine", "current_revision", "head_revision", "migrate", "open_store"]
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent.parent / "migrations"
+
+
+def _json_dumps(obj: Any) -> str:
+    return orjson.dumps(obj).decode()
+
+
+def create_engine(db_url: str, *, pool_size: int = 5) -> AsyncEngine:
+    """An async engine with orjson for JSON columns; SQLite in WAL mode with a busy timeout."""
+    kwargs: dict[str, Any] = {"json_serializer": _json_dumps, "json_deserializer": orjson.loads}
+    if db_url.startswith("sqlite"):
+        engine = create_async_engine(db_url, connect_args={"timeout": 5}, **kwargs)
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        return engine
+    return create_async_engine(
+        db_url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_recycle=1800, **kwargs
+    )
+
+
+def _alembic_config(connection: Connection) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def head_revision() -> str | None:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return ScriptDirectory.from_config(cfg).get_current_head()
+
+
+def _current(connection: Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+async def current_revision(engine: AsyncEngine) -> str | None:
+    async with engine.connect() as conn:
+        return await conn.run_sync(_current)
+
+
+async def migrate(engine: AsyncEngine) -> None:
+    """Bring the database to head (idempotent)."""
+    async with engine.begin() as conn:
+        await conn.run_sync(lambda c: command.upgrade(_alembic_config(c), "head"))
+
+
+async def open_store(db_url: str, *, create: bool) -> AsyncEngine:
+    """Connect (and with ``create`` migrate to head). A missing or unreachable database is a StoreError.
+
+    Read-only commands pass ``create=False``: they never create a database file.
+    """
+    path = sqlite_path(db_url)
+    if path is not None and not create and not path.exists():
+        raise StoreError(f"no database at {path} (record something first, or pass --db)")
+    if path is not None and create:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(db_url)
+    try:
+        if create:
+            await migrate(engine)
+        elif await current_revision(engine) is None:
+            raise StoreError(f"database {mask_url(db_url)} has no streamproxy tables (run: streamproxy db upgrade)")
+    except (SQLAlchemyError, OSError) as exc:
+        await engine.dispose()
+        raise StoreError(f"cannot use database {mask_url(db_url)}: {_first_line(exc)}") from exc
+    except BaseException:
+        await engine.dispose()
+        raise
+    return engine
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc) or type(exc).__name__
+    return text.strip().splitlines()[0]

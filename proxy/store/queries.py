@@ -1,0 +1,242 @@
+"""Every query streamproxy runs, behind one small class."""
+
+from __future__ import annotations
+
+import sys
+from array import array
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import Select, delete, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+
+from proxy.assemble import reply_text, usage_tokens
+from proxy.filters import Filters
+from proxy.record import Outcome, Record
+from proxy.store.models import RecordingBodyRow, RecordingRow
+
+__all__ = ["Store", "apply_filters", "pack_chunks", "unpack_chunks"]
+
+_BIG = sys.byteorder == "big"
+
+
+def pack_chunks(chunks: Sequence[bytes], offsets_ms: Sequence[float]) -> tuple[bytes, bytes, bytes]:
+    """(body, packed chunk ends, packed offsets)."""
+    ends = array("Q")
+    pos = 0
+    for c in chunks:
+        pos += len(c)
+        ends.append(pos)
+    offs = array("d", offsets_ms)
+    if _BIG:
+        ends.byteswap()
+        offs.byteswap()
+    return b"".join(chunks), ends.tobytes(), offs.tobytes()
+
+
+def unpack_chunks(body: bytes, ends_raw: bytes, offsets_raw: bytes) -> tuple[list[bytes], list[float]]:
+    ends = array("Q")
+    ends.frombytes(ends_raw)
+    offs = array("d")
+    offs.frombytes(offsets_raw)
+    if _BIG:
+        ends.byteswap()
+        offs.byteswap()
+    chunks: list[bytes] = []
+    start = 0
+    for end in ends:
+        chunks.append(body[start:end])
+        start = end
+    return chunks, list(offs)
+
+
+def apply_filters(stmt: Select[Any], f: Filters) -> Select[Any]:
+    r = RecordingRow
+    if f.model:
+        stmt = stmt.where(r.model == f.model)
+    if f.outcome:
+        stmt = stmt.where(r.outcome == f.outcome)
+    if f.path:
+        stmt = stmt.where(r.path == f.path)
+    if f.key:
+        stmt = stmt.where(r.key_fingerprint == f.key)
+    if f.since:
+        stmt = stmt.where(r.started_at >= _utc(f.since))
+    if f.until:
+        stmt = stmt.where(r.started_at < _utc(f.until))
+    if f.search:
+        for word in f.search.lower().split():
+            stmt = stmt.where(r.search_text.contains(word, autoescape=True))
+    return stmt
+
+
+def _utc(ts: datetime) -> datetime:
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+def _search_text(rec: Record) -> str:
+    parts: list[str] = []
+    body = _request_json(rec.request_body)
+    if isinstance(body, dict):
+        for key in ("messages", "input", "prompt", "instructions"):
+            _collect_text(body.get(key), parts)
+    parts.append(reply_text(rec.reply))
+    return "\n".join(p for p in parts if p).lower()
+
+
+def _collect_text(value: Any, out: list[str]) -> None:
+    if isinstance(value, str):
+        out.append(value)
+    elif isinstance(value, list):
+        for item in value:
+            _collect_text(item, out)
+    elif isinstance(value, dict):
+        for k in ("content", "text", "input_text", "arguments"):
+            if k in value:
+                _collect_text(value[k], out)
+
+
+def _request_json(body: bytes) -> Any:
+    try:
+        return orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _row_values(rec: Record) -> tuple[dict[str, Any], dict[str, Any]]:
+    prompt, completion = usage_tokens(rec.reply)
+    body, ends, offs = pack_chunks(rec.chunks, rec.offsets_ms)
+    row = {
+        "id": rec.id,
+        "started_at": _utc(rec.started_at),
+        "ended_at": _utc(rec.ended_at) if rec.ended_at else None,
+        "method": rec.method,
+        "path": rec.path,
+        "query": rec.query,
+        "model": rec.model,
+        "stream": rec.stream,
+        "key_fingerprint": rec.key_fingerprint,
+        "match_key": rec.match_key,
+        "request_headers": rec.request_headers,
+        "request_body": rec.request_body,
+        "status": rec.status,
+        "response_headers": rec.response_headers,
+        "outcome": str(rec.outcome),
+        "error": rec.error,
+        "ttfb_ms": rec.ttfb_ms,
+        "duration_ms": rec.duration_ms,
+        "reply": rec.reply,
+        "notes": rec.notes or None,
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "chunk_count": len(rec.chunks),
+        "body_bytes": len(body),
+        "search_text": _search_text(rec),
+    }
+    return row, {"id": rec.id, "body": body, "chunk_ends": ends, "chunk_offsets": offs}
+
+
+def _to_record(row: RecordingRow, body: RecordingBodyRow | None) -> Record:
+    chunks: list[bytes] = []
+    offsets: list[float] = []
+    if body is not None:
+        chunks, offsets = unpack_chunks(body.body, body.chunk_ends, body.chunk_offsets)
+    return Record(
+        id=row.id,
+        started_at=_utc(row.started_at),
+        ended_at=_utc(row.ended_at) if row.ended_at else None,
+        method=row.method,
+        path=row.path,
+        query=row.query,
+        model=row.model,
+        stream=row.stream,
+        key_fingerprint=row.key_fingerprint,
+        match_key=row.match_key,
+        request_headers=row.request_headers or {},
+        request_body=row.request_body,
+        status=row.status,
+        response_headers=row.response_headers or {},
+        chunks=chunks,
+        offsets_ms=offsets,
+        ttfb_ms=row.ttfb_ms,
+        duration_ms=row.duration_ms,
+        outcome=Outcome(row.outcome),
+        error=row.error,
+        reply=row.reply,
+        notes=list(row.notes or []),
+        assembled=True,
+    )
+
+
+class Store:
+    """Reads and writes recordings. One per process, built on one engine."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self._dialect = engine.dialect.name
+
+    def _insert(self, table: Any) -> Any:
+        ins = postgresql.insert(table) if self._dialect == "postgresql" else sqlite.insert(table)
+        return ins.on_conflict_do_nothing(index_elements=["id"])
+
+    async def insert(self, records: Sequence[Record]) -> None:
+        """Insert in one transaction; a recording whose id is already stored is left as it is."""
+        if not records:
+            return
+        rows, bodies = zip(*(_row_values(r) for r in records), strict=True)
+        async with self.engine.begin() as conn:
+            await conn.execute(self._insert(RecordingRow.__table__), list(rows))
+            await conn.execute(self._insert(RecordingBodyRow.__table__), list(bodies))
+
+    async def get(self, rec_id: str, *, chunks: bool = True) -> Record | None:
+        async with self.sessions() as s:
+            row = await s.get(RecordingRow, rec_id)
+            if row is None:
+                return None
+            body = await s.get(RecordingBodyRow, rec_id) if chunks else None
+            return _to_record(row, body)
+
+    async def list(self, filters: Filters, *, limit: int = 50, cursor: str | None = None) -> tuple[list[Record], str | None]:
+        """Newest first. The cursor is the last id of the previous page."""
+        stmt = apply_filters(select(RecordingRow), filters)
+        if cursor:
+            stmt = stmt.where(RecordingRow.id < cursor)
+        stmt = stmt.order_by(RecordingRow.id.desc()).limit(limit + 1)
+        async with self.sessions() as s:
+            rows = list((await s.scalars(stmt)).all())
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return [_to_record(r, None) for r in rows], (rows[-1].id if more and rows else None)
+
+    async def ids_for_match_key(self, key: str) -> list[str]:
+        """Ids of the recordings with this match key, oldest first (the n-th request gets the n-th)."""
+        stmt = select(RecordingRow.id).where(RecordingRow.match_key == key).order_by(RecordingRow.id)
+        async with self.sessions() as s:
+            return list((await s.scalars(stmt)).all())
+
+    async def candidates(self, method: str, path: str, limit: int = 200) -> list[Record]:
+        """Recent recordings of the same method and path, newest first (for naming the nearest on a miss)."""
+        stmt = (
+            select(RecordingRow)
+            .where(RecordingRow.method == method, RecordingRow.path == path)
+            .order_by(RecordingRow.id.desc())
+            .limit(limit)
+        )
+        async with self.sessions() as s:
+            return [_to_record(r, None) for r in (await s.scalars(stmt)).all()]
+
+    async def count(self) -> int:
+        async with self.sessions() as s:
+            return int(await s.scalar(select(func.count()).select_from(RecordingRow)) or 0)
+
+    async def delete_before(self, cutoff: datetime) -> int:
+        """Delete recordings started before ``cutoff``; returns how many."""
+        async with self.engine.begin() as conn:
+            ids = select(RecordingRow.id).where(RecordingRow.started_at < _utc(cutoff))
+            await conn.execute(delete(RecordingBodyRow).where(RecordingBodyRow.id.in_(ids)))
+            result = await conn.execute(delete(RecordingRow).where(RecordingRow.started_at < _utc(cutoff)))
+            return int(result.rowcount or 0)

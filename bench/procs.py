@@ -1,0 +1,61 @@
+"""Process plumbing shared by the bench scripts: bounded servers, free ports, /proc readings."""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import signal
+import socket
+from pathlib import Path
+
+from aiohttp import web
+
+__all__ = ["cpu_seconds", "die_with_parent", "free_port", "new_loop", "rss_kb", "serve"]
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def new_loop(uvloop: bool) -> asyncio.AbstractEventLoop:
+    if uvloop:
+        import uvloop as _uv
+
+        return _uv.new_event_loop()
+    return asyncio.new_event_loop()
+
+
+def serve(app: web.Application, port: int, max_seconds: float, *, uvloop: bool = True) -> None:
+    """Serve on 127.0.0.1:port until SIGTERM or until ``max_seconds`` have passed."""
+
+    async def bounded(app: web.Application) -> None:
+        # run_app's own SIGTERM handler then shuts down cleanly.
+        asyncio.get_running_loop().call_later(max_seconds, os.kill, os.getpid(), signal.SIGTERM)
+
+    app.on_startup.append(bounded)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None, loop=new_loop(uvloop), handler_cancellation=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def die_with_parent() -> None:
+    """preexec_fn: the child gets SIGTERM when the driver dies, so nothing outlives a run."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def rss_kb(pid: int, field: str = "VmRSS") -> int:
+    """``VmRSS`` (now) or ``VmHWM`` (peak) of a process, in kB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise LookupError(field)

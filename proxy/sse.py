@@ -39,6 +39,21 @@ class EventSplitter:
 
     def feed(self, data: bytes) -> list[bytes]:
         buf = self._buf + data if self._buf else data
+        if b"\r" in buf:
+            return self._feed_any(buf)
+        # Fast path, the usual case: with no \r about, every blank line is b"\n\n", and
+        # bytes.find (memchr) is many times cheaper per event than the regex.
+        events: list[bytes] = []
+        start = 0
+        find = buf.find
+        while (i := find(b"\n\n", start)) >= 0:
+            end = i + 2
+            events.append(buf[start:end])
+            start = end
+        self._buf = buf[start:] if start else buf
+        return events
+
+    def _feed_any(self, buf: bytes) -> list[bytes]:
         events: list[bytes] = []
         start = 0
         n = len(buf)

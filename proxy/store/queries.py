@@ -6,6 +6,7 @@ import sys
 from array import array
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from itertools import accumulate
 from typing import Any
 
 import orjson
@@ -25,11 +26,7 @@ _BIG = sys.byteorder == "big"
 
 def pack_chunks(chunks: Sequence[bytes], offsets_ms: Sequence[float]) -> tuple[bytes, bytes, bytes]:
     """(body, packed chunk ends, packed offsets)."""
-    ends = array("Q")
-    pos = 0
-    for c in chunks:
-        pos += len(c)
-        ends.append(pos)
+    ends = array("Q", accumulate(map(len, chunks)))
     offs = array("d", offsets_ms)
     if _BIG:
         ends.byteswap()

@@ -32,7 +32,10 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _recorder_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     spool = Spool(settings.resolved_spool_dir)
-    recorder = Recorder(app[STORE], spool, buffer_bytes=settings.buffer_bytes, batch_size=settings.batch_size)
+    recorder = Recorder(
+        app[STORE], spool, buffer_bytes=settings.buffer_bytes, batch_size=settings.batch_size,
+        observe_lag=app[METRICS].recorder_lag.observe,
+    )
     app[RECORDER] = recorder
     app[METRICS].bind_recorder(lambda: recorder.depth, spool.size)
     await recorder.start()

@@ -10,6 +10,7 @@ from proxy.record import Record
 
 __all__ = ["Metrics"]
 
+_LAG_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
 
@@ -28,6 +29,12 @@ class Metrics:
         )
         self.duration = Histogram(
             "streamproxy_duration_seconds", "Request duration", buckets=_LATENCY_BUCKETS, registry=self.registry
+        )
+        self.recorder_lag = Histogram(
+            "streamproxy_recorder_lag_seconds",
+            "From the end of a stream to its recording's commit to the database",
+            buckets=_LAG_BUCKETS,
+            registry=self.registry,
         )
         self.queue_depth = Gauge(
             "streamproxy_recorder_queue_depth", "Recordings waiting in memory for the database", registry=self.registry

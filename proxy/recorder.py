@@ -14,6 +14,7 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from proxy.assemble import assemble
@@ -58,8 +59,17 @@ def ensure_assembled(rec: Record) -> None:
 
 
 class Recorder:
-    def __init__(self, store: Store, spool: Spool, *, buffer_bytes: int = 32 * 1024**2, batch_size: int = 200) -> None:
+    def __init__(
+        self,
+        store: Store,
+        spool: Spool,
+        *,
+        buffer_bytes: int = 32 * 1024**2,
+        batch_size: int = 200,
+        observe_lag: Callable[[float], None] | None = None,
+    ) -> None:
         self.store = store
+        self.observe_lag = observe_lag
         self.spool = spool
         self.buffer_bytes = buffer_bytes
         self.batch_size = batch_size
@@ -155,7 +165,11 @@ class Recorder:
             return
         self._db_recovered()
         self.stats.written += len(batch)
-        self.stats.last_lag = time.monotonic() - times[0]
+        now = time.monotonic()
+        self.stats.last_lag = now - times[0]
+        if self.observe_lag is not None:
+            for t in times:
+                self.observe_lag(now - t)
 
     async def _ingest_spool(self) -> None:
         self._spool_waiting = False

@@ -42,16 +42,9 @@ class EventSplitter:
         if b"\r" in buf:
             return self._feed_any(buf)
         # Fast path, the usual case: with no \r about, every blank line is b"\n\n", and
-        # bytes.find (memchr) is many times cheaper per event than the regex.
-        events: list[bytes] = []
-        start = 0
-        find = buf.find
-        while (i := find(b"\n\n", start)) >= 0:
-            end = i + 2
-            events.append(buf[start:end])
-            start = end
-        self._buf = buf[start:] if start else buf
-        return events
+        # one bytes.split (in C) is several times cheaper per event than the regex.
+        *parts, self._buf = buf.split(b"\n\n")
+        return [p + b"\n\n" for p in parts]
 
     def _feed_any(self, buf: bytes) -> list[bytes]:
         events: list[bytes] = []

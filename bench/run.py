@@ -230,6 +230,7 @@ class Run:
     cpu_us_per_chunk: float | None = None
     lag_p99: float | None = None
     drain_s: float | None = None
+    committed: float | None = None  # recordings written straight from memory (the rest went by the spool)
 
 
 def measure(target: str, srv: dict[str, Server], level: int, rep: int, args: argparse.Namespace) -> Run:
@@ -244,7 +245,10 @@ def measure(target: str, srv: dict[str, Server], level: int, rep: int, args: arg
     if target == "streamproxy" and proc and args.records:
         # Also the barrier before the next run: the recorder has caught up.
         run.drain_s = wait_recorded(proc, lg["last_id"]) if lg["last_id"] else None
-        run.lag_p99 = bucket_quantile(lag0, lag_buckets(proc), 0.99)
+        lag1 = lag_buckets(proc)
+        run.lag_p99 = bucket_quantile(lag0, lag1, 0.99)
+        inf = float("inf")
+        run.committed = lag1.get(inf, 0.0) - lag0.get(inf, 0.0)
     return run
 
 
@@ -389,7 +393,8 @@ def compare(args: argparse.Namespace, work: Path) -> int:
                     print(f"  {level:>4} streams  rep {rep}  {target:<11} {lg['rps']:7.0f} req/s  "
                           f"cpu {f(run.cpu_us_per_chunk, '{:.1f}'):>5} µs/chunk  ttfb p50 {f(lg['ttfb_ms'][0], '{:.1f}')} ms  "
                           f"chunk p50 {f(lg['chunk_ms'][0], '{:.2f}')} ms  ok={lg['bytes_ok']}"
-                          + (f"  drain {f(run.drain_s, '{:.2f}')} s" if run.drain_s is not None else "")
+                          + (f"  drain {f(run.drain_s, '{:.2f}')} s  lag p99 ≤ {f(run.lag_p99, '{:g}')} s  "
+                             f"committed from memory {f(run.committed)}" if run.drain_s is not None else "")
                           + (f"  errors {lg['errors']} {lg['first_error']}" if lg["errors"] else ""), flush=True)
             rss = {t: rss_kb(srv[t].pid, "VmHWM") / 1024 for t in ("bare", "streamproxy")}
             for target in TARGETS:

@@ -90,6 +90,15 @@ _LINE_SPLIT = re.compile(r"\r\n|\r|\n")
 
 def parse_event(raw: bytes) -> SSEEvent:
     """Parse one raw event. Never raises: invalid UTF-8 is replaced."""
+    end = len(raw) - 2
+    if raw.startswith(b"data: ") and raw.find(b"\n", 6) == end and raw[end:] == b"\n\n" and b"\r" not in raw:
+        # The usual event (one ``data:`` line, then the blank line): the same fields for a
+        # fraction of the general path's cost, which assembly pays for every chunk.
+        return SSEEvent(data=raw[6:end].decode("utf-8", errors="replace"))
+    return _parse_lines(raw)
+
+
+def _parse_lines(raw: bytes) -> SSEEvent:
     text = raw.decode("utf-8", errors="replace")
     ev = SSEEvent()
     data_lines: list[str] = []

@@ -151,3 +151,16 @@ def test_any_bytes_any_reads_match_the_reference(data: bytes, points: list[int])
     events = split_all([data[a:b] for a, b in pairwise(bounds)])
     assert events == reference(data)
     assert b"".join(events) == data
+
+
+_EVENT_PIECES = st.sampled_from(
+    [b"data: ", b"data:", b"event: ", b"id: 1", b": c", b"x", b" ", b"\n", b"\r", b"\xff", b"\xc3\xa9", b"{}"]
+)
+
+
+@given(st.lists(_EVENT_PIECES, max_size=12).map(lambda p: b"".join(p) + b"\n\n"))
+def test_the_one_data_line_fast_path_parses_as_the_general_rules_do(raw: bytes) -> None:
+    from proxy.sse import _parse_lines
+
+    assert parse_event(raw) == _parse_lines(raw)
+    assert parse_event(b"data: " + raw) == _parse_lines(b"data: " + raw)

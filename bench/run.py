@@ -240,11 +240,13 @@ def measure(target: str, srv: dict[str, Server], level: int, rep: int, args: arg
     cpu0 = cpu_seconds(proc.pid) if proc else 0.0
     lg = loadgen(url, level, args, args.seconds)
     run = Run(target, level, rep, lg)
+    if target == "streamproxy" and proc and args.records:
+        # The recorder catching up is part of the cost (CPU is read after it), and the barrier
+        # before the next run.
+        run.drain_s = wait_recorded(proc, lg["last_id"]) if lg["last_id"] else None
     if proc:
         run.cpu_us_per_chunk = (cpu_seconds(proc.pid) - cpu0) / max(1, lg["chunks_total"]) * 1e6
     if target == "streamproxy" and proc and args.records:
-        # Also the barrier before the next run: the recorder has caught up.
-        run.drain_s = wait_recorded(proc, lg["last_id"]) if lg["last_id"] else None
         lag1 = lag_buckets(proc)
         run.lag_p99 = bucket_quantile(lag0, lag1, 0.99)
         inf = float("inf")
@@ -455,6 +457,8 @@ def main() -> int:
     ap.add_argument("--concurrency", type=int, default=100, help="streams for --minutes")
     ap.add_argument("--sample-every", type=float, default=10.0, help="seconds between RSS samples for --minutes")
     ap.add_argument("--no-uvloop", action="store_true", help="plain asyncio everywhere except streamproxy")
+    ap.add_argument("--tmp", default=None, help="where the work directory goes (default: the system's temp dir)")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory (server logs, database)")
     ap.add_argument("--targets", default=",".join(TARGETS), help="a subset of direct,bare,streamproxy (bare is needed for ratios)")
     ap.add_argument("--proxy-arg", action="append", default=[], help="extra flag for streamproxy serve (repeatable)")
     args = ap.parse_args()
@@ -462,11 +466,14 @@ def main() -> int:
     args.records = "passthrough" not in " ".join(args.proxy_arg)
     if args.quick:
         args.repeats, args.seconds, args.warmup = 1, 2.0, 0.5
-    work = Path(tempfile.mkdtemp(prefix="streamproxy-bench-"))
+    work = Path(tempfile.mkdtemp(prefix="streamproxy-bench-", dir=args.tmp))
     try:
         return flatness(args, work) if args.minutes else compare(args, work)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if args.keep:
+            print(f"work directory kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -49,6 +49,8 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
         auto_decompress=False,
+        # Upstream's cookies belong to each client, not to the proxy: never kept, never resent.
+        cookie_jar=aiohttp.DummyCookieJar(),
         timeout=aiohttp.ClientTimeout(total=None),
         skip_auto_headers=("User-Agent", "Content-Type"),
     )

@@ -28,6 +28,7 @@ log = logging.getLogger("streamproxy.recorder")
 
 _RETRY_MIN = 0.25
 _RETRY_MAX = 5.0
+_SLICE = 0.002
 
 
 @dataclass(slots=True)
@@ -56,6 +57,17 @@ def ensure_assembled(rec: Record) -> None:
         log.exception("assembling %s failed", rec.id)
         rec.notes.append(f"assembly failed: {exc!r}")
     rec.assembled = True
+
+
+async def _assemble_in_slices(batch: list[Record]) -> None:
+    """Assemble a batch, yielding to the event loop every few milliseconds: a batch at once
+    would hold up every stream's next chunk for as long as it takes (~0.2 s for 200)."""
+    deadline = time.perf_counter() + _SLICE
+    for r in batch:
+        ensure_assembled(r)
+        if time.perf_counter() > deadline:
+            await asyncio.sleep(0)
+            deadline = time.perf_counter() + _SLICE
 
 
 class Recorder:
@@ -149,8 +161,11 @@ class Recorder:
             self._pending_bytes -= _size(rec)
             batch.append(rec)
             times.append(t)
-        for r in batch:
-            ensure_assembled(r)
+        try:
+            await _assemble_in_slices(batch)
+        except asyncio.CancelledError:
+            self._spool_now(batch)
+            raise
         if not may_try_db:
             self._spool_now(batch)
             return

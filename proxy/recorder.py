@@ -29,6 +29,9 @@ log = logging.getLogger("streamproxy.recorder")
 _RETRY_MIN = 0.25
 _RETRY_MAX = 5.0
 _SLICE = 0.002
+# How long the first recording of a batch may wait for others to join it: under light load a
+# transaction per recording costs several times the CPU of one per batch.
+_LINGER = 0.1
 
 
 @dataclass(slots=True)
@@ -89,6 +92,7 @@ class Recorder:
         self._pending: deque[tuple[Record, float]] = deque()
         self._pending_bytes = 0
         self._wake = asyncio.Event()
+        self._full = asyncio.Event()  # a batch is ready, or drain/close wants it now
         self._idle = asyncio.Event()
         self._idle.set()
         self._spool_waiting = True  # a previous run may have left a spool
@@ -112,6 +116,8 @@ class Recorder:
             return
         self._pending.append((rec, time.monotonic()))
         self._pending_bytes += size
+        if len(self._pending) >= self.batch_size:
+            self._full.set()
         self._idle.clear()
         self._wake.set()
 
@@ -140,6 +146,7 @@ class Recorder:
             now = time.monotonic()
             may_try_db = self._db_ok or now >= self._retry_at
             if self._pending:
+                await self._linger()
                 await self._write_pending(may_try_db)
                 continue
             if self._spool_waiting and may_try_db:
@@ -152,6 +159,13 @@ class Recorder:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
             self._wake.clear()
+
+    async def _linger(self) -> None:
+        wait = self._pending[0][1] + _LINGER - time.monotonic()
+        if wait > 0 and not self._full.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._full.wait(), wait)
+        self._full.clear()
 
     async def _write_pending(self, may_try_db: bool) -> None:
         batch: list[Record] = []
@@ -217,12 +231,14 @@ class Recorder:
 
     async def drain(self, timeout: float | None = None) -> None:
         """Wait until everything submitted so far is in the database or the spool."""
+        self._full.set()
         self._wake.set()
         await asyncio.wait_for(self._idle.wait(), timeout)
 
     async def close(self, timeout: float = 30.0) -> None:
         """Write what is buffered; whatever the database cannot take by ``timeout`` goes to the spool."""
         self._closing = True
+        self._full.set()
         self._wake.set()
         if self._task is not None:
             try:

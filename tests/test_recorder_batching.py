@@ -1,0 +1,54 @@
+"""The recorder writes a burst of recordings in one transaction, and says how long they waited."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from proxy.ids import new_id
+from proxy.record import Record
+from proxy.recorder import Recorder
+from proxy.spool import Spool
+from proxy.store import Store, open_store
+
+
+class CountingStore(Store):
+    """The real store, noting the size of every batch it is asked to insert."""
+
+    batches: list[int]
+
+    async def insert(self, records: Sequence[Record]) -> None:
+        self.batches.append(len(records))
+        await super().insert(records)
+
+
+def record() -> Record:
+    return Record(
+        id=new_id(), started_at=datetime.now(UTC), method="POST", path="/v1/chat/completions",
+        request_body=b'{"model": "m"}', status=200, response_headers={"content-type": "application/json"},
+        chunks=[b'{"object": "chat.completion"}'], offsets_ms=[1.0],
+    )
+
+
+async def test_recordings_arriving_close_together_share_one_transaction(db_url: str, tmp_path: Path) -> None:
+    engine = await open_store(db_url, create=True)
+    store = CountingStore(engine)
+    store.batches = []
+    lags: list[float] = []
+    recorder = Recorder(store, Spool(tmp_path / "spool"), observe_lag=lags.append)
+    await recorder.start()
+    try:
+        recorder.submit(record())
+        for _ in range(20):  # the recorder task gets to run, but the first recording waits for company
+            await asyncio.sleep(0)
+        recorder.submit(record())
+        recorder.submit(record())
+        await recorder.drain(timeout=10)
+        assert store.batches == [3]
+        assert await store.count() == 3
+        assert len(lags) == 3 and all(lag >= 0 for lag in lags)
+    finally:
+        await recorder.close()
+        await engine.dispose()

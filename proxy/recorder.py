@@ -32,6 +32,7 @@ _SLICE = 0.002
 # How long the first recording of a batch may wait for others to join it: under light load a
 # transaction per recording costs several times the CPU of one per batch.
 _LINGER = 0.1
+_SPILL_PART = 32
 
 
 @dataclass(slots=True)
@@ -91,6 +92,7 @@ class Recorder:
         self.stats = RecorderStats()
         self._pending: deque[tuple[Record, float]] = deque()
         self._pending_bytes = 0
+        self._overflow: list[Record] = []
         self._wake = asyncio.Event()
         self._full = asyncio.Event()  # a batch is ready, or drain/close wants it now
         self._idle = asyncio.Event()
@@ -105,14 +107,18 @@ class Recorder:
     @property
     def depth(self) -> int:
         """Recordings waiting in memory."""
-        return len(self._pending)
+        return len(self._pending) + len(self._overflow)
 
     def submit(self, rec: Record) -> None:
         """Hand over a finished recording. Never blocks, never raises."""
         self.stats.submitted += 1
         size = _size(rec)
         if self._pending_bytes + size > self.buffer_bytes:
-            self._spool_now([rec])
+            # Spilled by the background task, a batch per write and fsync: spooling here, one
+            # recording at a time, would stall every stream on the disk just when load is highest.
+            self._overflow.append(rec)
+            self._idle.clear()
+            self._wake.set()
             return
         self._pending.append((rec, time.monotonic()))
         self._pending_bytes += size
@@ -145,6 +151,9 @@ class Recorder:
         while True:
             now = time.monotonic()
             may_try_db = self._db_ok or now >= self._retry_at
+            if self._overflow:
+                await self._spill()
+                continue
             if self._pending:
                 await self._linger()
                 await self._write_pending(may_try_db)
@@ -159,6 +168,14 @@ class Recorder:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
             self._wake.clear()
+
+    async def _spill(self) -> None:
+        # A part at a time, each left in the overflow until it is spooled: cancelled (by
+        # close), whatever is left there goes to the spool with the rest.
+        part = self._overflow[:_SPILL_PART]
+        await _assemble_in_slices(part)
+        del self._overflow[: len(part)]
+        self._spool_now(part)
 
     async def _linger(self) -> None:
         wait = self._pending[0][1] + _LINGER - time.monotonic()
@@ -247,7 +264,8 @@ class Recorder:
                 self._task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
-        leftover = [r for r, _ in self._pending]
+        leftover = [r for r, _ in self._pending] + self._overflow
+        self._overflow = []
         self._pending.clear()
         self._pending_bytes = 0
         if leftover:

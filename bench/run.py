@@ -206,8 +206,9 @@ def wait_recorded(server: Server, rec_id: str, limit: float = 60.0) -> float:
     """Seconds until the recording is readable through the audit API."""
     t0 = time.monotonic()
     while time.monotonic() - t0 < limit:
-        if get(f"{server.url}/recordings/{rec_id}")[0] == 200:
-            return time.monotonic() - t0
+        with contextlib.suppress(TimeoutError, urllib.error.URLError):
+            if get(f"{server.url}/recordings/{rec_id}")[0] == 200:
+                return time.monotonic() - t0
         time.sleep(0.02)
     return float("inf")
 

@@ -93,6 +93,7 @@ class Recorder:
         self._pending: deque[tuple[Record, float]] = deque()
         self._pending_bytes = 0
         self._overflow: list[Record] = []
+        self._overflow_bytes = 0
         self._wake = asyncio.Event()
         self._full = asyncio.Event()  # a batch is ready, or drain/close wants it now
         self._idle = asyncio.Event()
@@ -114,9 +115,14 @@ class Recorder:
         self.stats.submitted += 1
         size = _size(rec)
         if self._pending_bytes + size > self.buffer_bytes:
-            # Spilled by the background task, a batch per write and fsync: spooling here, one
+            if self._overflow_bytes + size > self.buffer_bytes:
+                # Even the spilling falls behind: memory stays bounded, at the stream's cost.
+                self._spool_now([rec])
+                return
+            # Spilled by the background task, a part per write and fsync: spooling here, one
             # recording at a time, would stall every stream on the disk just when load is highest.
             self._overflow.append(rec)
+            self._overflow_bytes += size
             self._idle.clear()
             self._wake.set()
             return
@@ -175,6 +181,7 @@ class Recorder:
         part = self._overflow[:_SPILL_PART]
         await _assemble_in_slices(part)
         del self._overflow[: len(part)]
+        self._overflow_bytes -= sum(map(_size, part))
         self._spool_now(part)
 
     async def _linger(self) -> None:
@@ -266,6 +273,7 @@ class Recorder:
                     await self._task
         leftover = [r for r, _ in self._pending] + self._overflow
         self._overflow = []
+        self._overflow_bytes = 0
         self._pending.clear()
         self._pending_bytes = 0
         if leftover:

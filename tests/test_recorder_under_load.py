@@ -10,7 +10,7 @@ from pathlib import Path
 from proxy.filters import Filters
 from proxy.ids import new_id
 from proxy.record import Record
-from proxy.recorder import Recorder
+from proxy.recorder import Recorder, _size
 from proxy.spool import Spool
 from proxy.store import Store, open_store
 
@@ -61,18 +61,19 @@ async def test_over_the_buffer_submit_leaves_the_disk_to_the_background_and_lose
     engine = await open_store(db_url, create=True)
     store = Store(engine)
     spool_dir = tmp_path / "spool"
-    recorder = Recorder(store, Spool(spool_dir), buffer_bytes=1)
+    # Room for three in memory, and three more waiting to be spilled.
+    recorder = Recorder(store, Spool(spool_dir), buffer_bytes=3 * _size(record()))
     await recorder.start()
     try:
         ids = []
-        for _ in range(5):
+        for _ in range(6):
             rec = record()
             ids.append(rec.id)
             recorder.submit(rec)
-        assert recorder.depth == 5
+        assert recorder.depth == 6
         assert not spool_dir.exists() or not any(spool_dir.iterdir())  # nothing written in the caller's time
         await recorder.drain(timeout=10)
-        assert recorder.stats.spooled == 5
+        assert recorder.stats.spooled == 3
         assert [r.id for r in (await store.list(Filters(), limit=10))[0]] == sorted(ids, reverse=True)
     finally:
         await recorder.close()

@@ -33,6 +33,8 @@ _SLICE = 0.002
 # transaction per recording costs several times the CPU of one per batch.
 _LINGER = 0.1
 _SPILL_PART = 32
+# Recordings waiting to be spilled may take this fraction of ``buffer_bytes`` on top of it.
+_OVERFLOW_SHARE = 4
 
 
 @dataclass(slots=True)
@@ -115,7 +117,7 @@ class Recorder:
         self.stats.submitted += 1
         size = _size(rec)
         if self._pending_bytes + size > self.buffer_bytes:
-            if self._overflow_bytes + size > self.buffer_bytes:
+            if self._overflow_bytes + size > self.buffer_bytes // _OVERFLOW_SHARE:
                 # Even the spilling falls behind: memory stays bounded, at the stream's cost.
                 self._spool_now([rec])
                 return

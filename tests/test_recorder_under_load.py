@@ -61,20 +61,20 @@ async def test_over_the_buffer_submit_leaves_the_disk_to_the_background_and_lose
     engine = await open_store(db_url, create=True)
     store = Store(engine)
     spool_dir = tmp_path / "spool"
-    # Room for three in memory, and three more waiting to be spilled.
-    recorder = Recorder(store, Spool(spool_dir), buffer_bytes=3 * _size(record()))
+    # Room for twelve in memory, and a quarter as many more waiting to be spilled.
+    recorder = Recorder(store, Spool(spool_dir), buffer_bytes=12 * _size(record()))
     await recorder.start()
     try:
         ids = []
-        for _ in range(6):
+        for _ in range(15):
             rec = record()
             ids.append(rec.id)
             recorder.submit(rec)
-        assert recorder.depth == 6
+        assert recorder.depth == 15
         assert not spool_dir.exists() or not any(spool_dir.iterdir())  # nothing written in the caller's time
         await recorder.drain(timeout=10)
         assert recorder.stats.spooled == 3
-        assert [r.id for r in (await store.list(Filters(), limit=10))[0]] == sorted(ids, reverse=True)
+        assert [r.id for r in (await store.list(Filters(), limit=20))[0]] == sorted(ids, reverse=True)
     finally:
         await recorder.close()
         await engine.dispose()

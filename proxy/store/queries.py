@@ -17,6 +17,7 @@ from proxy.assemble import reply_text, usage_tokens
 from proxy.filters import Filters
 from proxy.record import Outcome, Record
 from proxy.store.models import RecordingBodyRow, RecordingRow
+from proxy.store.search import search_clause
 
 __all__ = ["Store", "apply_filters", "pack_chunks", "unpack_chunks"]
 
@@ -68,8 +69,7 @@ def apply_filters(stmt: Select[Any], f: Filters) -> Select[Any]:
     if f.until:
         stmt = stmt.where(r.started_at < _utc(f.until))
     if f.search:
-        for word in f.search.lower().split():
-            stmt = stmt.where(r.search_text.contains(word, autoescape=True))
+        stmt = stmt.where(search_clause(f.search))
     return stmt
 
 

@@ -13,6 +13,7 @@ from proxy.filters import Filters
 from proxy.keys import METRICS, SETTINGS, STORE
 from proxy.record import to_json
 from proxy.settings import is_loopback
+from proxy.store.stats import GroupBy, compute_stats
 
 __all__ = ["access_middleware", "add_routes"]
 
@@ -52,6 +53,18 @@ async def list_recordings(request: web.Request) -> web.Response:
     return _json({"recordings": [to_json(r) for r in records], "next_cursor": cursor})
 
 
+async def recording_stats(request: web.Request) -> web.Response:
+    """``streamproxy stats --json`` over HTTP: the same filters, and ``by`` = model | key | path."""
+    q = request.query
+    try:
+        filters = Filters.from_mapping(q)
+        by = GroupBy.parse(q["by"]) if q.get("by") else None
+    except ConfigError as exc:
+        return error_response(400, str(exc), "invalid_request_error", "bad_parameter")
+    report = await compute_stats(request.app[STORE], filters, by)
+    return _json(report.to_json())
+
+
 async def get_recording(request: web.Request) -> web.Response:
     with_chunks = request.query.get("chunks", "") not in ("", "0", "false")
     rec = await request.app[STORE].get(request.match_info["id"], chunks=with_chunks)
@@ -70,6 +83,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/recordings", list_recordings)
+    app.router.add_get("/recordings/stats", recording_stats)
     app.router.add_get("/recordings/{id}", get_recording)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Awaitable, Callable
 
 import orjson
 from aiohttp import web
 
+from proxy import ui
 from proxy.credentials import bearer_token
 from proxy.errors import ConfigError, error_response
 from proxy.filters import Filters
@@ -34,7 +36,9 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
     if path.startswith(_PROTECTED):
         token = request.app[SETTINGS].admin_token
         if token is not None:
-            if bearer_token(request.headers.get("Authorization")) != token:
+            if not hmac.compare_digest((bearer_token(request.headers.get("Authorization")) or "").encode(), token.encode()):
+                if path == "/ui":
+                    return ui.page_response(request.app, status=401)
                 return error_response(401, "the audit API needs the admin token as Bearer", "invalid_request_error", "invalid_admin_token")
         elif not is_loopback(request.remote or ""):
             return error_response(403, "the audit API is open to loopback only (set --admin-token)", "invalid_request_error", "forbidden")
@@ -87,3 +91,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/recordings/{id}", get_recording)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
+    ui.add_routes(app)

@@ -1,0 +1,127 @@
+"""``/ui`` in a real headless Chromium: list, filter, open a recording, read the reply and the timeline.
+
+Needs Debian's ``chromium`` and the ``playwright`` package (never ``playwright install``). Without
+them the browser test skips with a reason; with ``STREAMPROXY_REQUIRE_BROWSER=1`` (CI) it fails.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.conftest import ProxyFactory, RunningProxy
+from tests.recordings import T0, make_record
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync",
+]
+ADMIN = "admin-token-for-the-ui-test"
+
+
+def _require_browser() -> Any:
+    reason = None
+    try:
+        from playwright.async_api import async_playwright
+    except ImportError:
+        reason = "the playwright package is not installed (pip install playwright)"
+    if reason is None and not CHROMIUM.exists():
+        reason = f"no Chromium at {CHROMIUM} (apt-get install chromium)"
+    if reason is not None:
+        if os.environ.get("STREAMPROXY_REQUIRE_BROWSER") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return async_playwright
+
+
+@pytest.fixture
+async def page() -> AsyncIterator[Any]:
+    async_playwright = _require_browser()
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            context = await browser.new_context()
+            page = await context.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" and "401" not in msg.text else None)
+            yield page
+            assert errors == []
+            await context.close()
+        finally:
+            await browser.close()
+
+
+@pytest.fixture
+async def ui_proxy(proxy_factory: ProxyFactory) -> RunningProxy:
+    proxy = await proxy_factory(admin_token=ADMIN)
+    stalled = [40.0, 60.0, 80.0, 1500.0, 1520.0, 1540.0]  # five words and [DONE]; a long stall before the 4th
+    await proxy.store.insert(
+        [
+            make_record("What is the capital of France?", "Paris is the capital.", model="gpt-4o", at=T0),
+            make_record(
+                "Tell me about <script>alert(1)</script> tags",
+                "They run code in pages.",
+                model="gpt-4o-mini",
+                at=T0 + timedelta(minutes=1),
+                offsets_ms=stalled,
+                duration_ms=1550.0,
+            ),
+            make_record("Name a colour", "Blue is one.", model="gpt-4o-mini", at=T0 + timedelta(minutes=2)),
+        ]
+    )
+    return proxy
+
+
+async def test_browse_filter_and_read_a_recording(ui_proxy: RunningProxy, page: Any) -> None:
+    await page.goto(ui_proxy.url + "/ui")
+    await page.fill("#token", ADMIN)  # the page asks for the admin token once
+    await page.click("#token-form button")
+    rows = page.locator("#recordings tbody tr")
+    await rows.nth(2).wait_for()
+    assert await rows.count() == 3
+
+    await page.fill("input[name=model]", "gpt-4o-mini")
+    await page.fill("input[name=search]", "script")
+    await page.click("#filters button[type=submit]")
+    await page.wait_for_function("document.querySelectorAll('#recordings tbody tr').length === 1")
+    assert "gpt-4o-mini" in await rows.first.inner_text()
+
+    await rows.first.click()
+    await page.locator("#reply .message").first.wait_for()
+    assert "They run code in pages." in await page.inner_text("#reply")
+    assert "<script>alert(1)</script>" in await page.inner_text("#conversation")  # shown as text, never run
+    assert await page.locator("#timeline .chunk").count() == 6  # one mark per chunk
+    assert await page.locator("#timeline .gap").count() == 1  # the stall stands out
+    facts = await page.inner_text("#facts")
+    assert "3f9a0c1b2d4e" in facts and "complete" in facts and "40 ms" in facts and "1550 ms" in facts
+
+    await page.click("#back")
+    await page.wait_for_function("document.querySelectorAll('#recordings tbody tr').length === 1")
+    assert await page.input_value("input[name=search]") == "script"  # the filters survive the round trip
+
+
+async def test_ui_needs_the_admin_token(ui_proxy: RunningProxy) -> None:
+    async with aiohttp.ClientSession() as s:
+        async with s.get(ui_proxy.url + "/ui") as r:
+            assert r.status == 401
+            page = await r.text()
+            assert "Admin token" in page and "capital of France" not in page  # the page alone holds no data
+        async with s.get(ui_proxy.url + "/ui", headers={"Authorization": f"Bearer {ADMIN}"}) as r:
+            assert r.status == 200 and r.content_type == "text/html"
+            assert "script-src 'sha256-" in r.headers["Content-Security-Policy"]
+        async with s.get(ui_proxy.url + "/recordings", headers={"Authorization": "Bearer wrong"}) as r:
+            assert r.status == 401
+
+
+async def test_ui_is_loopback_only_without_a_token(proxy: RunningProxy) -> None:
+    async with aiohttp.ClientSession() as s:
+        async with s.get(proxy.url + "/ui") as r:
+            assert r.status == 200 and "<title>streamproxy" in await r.text()

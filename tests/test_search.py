@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from proxy.filters import Filters
 from proxy.store import Store, open_store
 from proxy.store.engine import _alembic_config, create_engine, current_revision
+from proxy.store import search as search_module
 from proxy.store.search import search_terms
 from tests.pg import any_db_url, pg_url  # noqa: F401 - fixtures
 from tests.recordings import T0, make_record
@@ -138,3 +139,39 @@ async def questions_like_0001(engine: AsyncEngine, word: str) -> list[str]:
     async with engine.connect() as conn:
         rows = await conn.execute(text("SELECT id FROM recordings WHERE search_text LIKE :p"), {"p": f"%{word}%"})
         return [r[0] for r in rows]
+
+
+@pytest.mark.parametrize(("selective", "window"), [(1, 2), (1, 1), (2, 100)])
+async def test_every_sqlite_plan_returns_the_same_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, selective: int, window: int
+) -> None:
+    """Common terms read the newest rows first, rare ones go through the index; the rows are the same."""
+    engine = await open_store(f"sqlite+aiosqlite:///{tmp_path / 's.db'}", create=True)
+    store = Store(engine)
+    try:
+        await store.insert([make_record(q, a, model=m, at=T0 + timedelta(minutes=i)) for i, (q, a, m) in enumerate(CORPUS)])
+        cases: list[dict[str, str]] = [
+            {"search": "brief"}, {"search": "brief", "model": "gpt-4o"}, {"search": "rate limit"},
+            {"search": "brief ox"}, {"search": '"hello world"'}, {"search": "ox"},
+        ]
+        expected = {}
+        for case in cases:
+            for limit in (1, 2, 10):
+                expected[(tuple(case.items()), limit)] = await pages(store, case, limit)
+        monkeypatch.setattr(search_module, "_SELECTIVE", selective)
+        monkeypatch.setattr(search_module, "_WINDOW", window)
+        for (case_items, limit), want in expected.items():
+            assert await pages(store, dict(case_items), limit) == want, (case_items, limit)
+    finally:
+        await engine.dispose()
+
+
+async def pages(store: Store, values: dict[str, str], limit: int) -> list[list[str]]:
+    """Every page of a listing, by id."""
+    out: list[list[str]] = []
+    cursor = None
+    while True:
+        records, cursor = await store.list(Filters.from_mapping(values), limit=limit, cursor=cursor)
+        out.append([r.id for r in records])
+        if cursor is None:
+            return out

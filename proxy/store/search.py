@@ -3,23 +3,30 @@
 A search is a list of terms (words, or "quoted phrases"); every term must occur as a
 substring. The ``LIKE`` on ``search_text`` decides on both backends, so both return the same
 rows; migration 0002 adds the index that makes it fast: on PostgreSQL a trigram GIN index
-that ``LIKE`` uses by itself, on SQLite an FTS5 trigram table that narrows the candidates
-first (see ``_FtsCandidates``).
+that ``LIKE`` uses by itself (its planner weighs it against the other filters' indexes), on
+SQLite an FTS5 trigram table that narrows the candidates first (see ``_FtsCandidates``).
+
+SQLite's planner cannot tell a rare term from a common one, so ``newest_matching`` does:
+a rare term is looked up through the FTS index; for a common one the newest rows that pass
+the other filters are read first, since they are likely to match (the index would have to
+walk a long list of matches before ordering them).
 """
 
 from __future__ import annotations
 
 import shlex
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import Column, ColumnElement, Integer, MetaData, String, Table, and_, select, true
+from sqlalchemy import Column, ColumnElement, Integer, MetaData, Select, String, Table, and_, func, select, true
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.types import Boolean
 
 from proxy.store.models import RecordingRow
 
-__all__ = ["search_clause", "search_terms"]
+__all__ = ["newest_matching", "search_clause", "search_terms"]
 
 # SQLite-only tables from migration 0002; kept out of the ORM metadata on purpose.
 _sqlite_only = MetaData()
@@ -28,6 +35,10 @@ _fts = Table("recording_search_fts", _sqlite_only, Column("rowid", Integer), Col
 
 # The trigram tokenizer indexes runs of three characters; shorter terms rely on LIKE alone.
 _MIN_INDEXED = 3
+# Fewer FTS matches than this: the index answers fast. More: read the newest rows first.
+_SELECTIVE = 1000
+# How many of the newest rows (passing the other filters) to read before falling back to the index.
+_WINDOW = 5000
 
 
 def search_terms(text: str) -> list[str]:
@@ -44,6 +55,15 @@ def _like_pattern(term: str) -> str:
     return f"%{escaped}%"
 
 
+def _indexed_terms(terms: list[str]) -> list[str]:
+    return [t for t in terms if len(t) >= _MIN_INDEXED]
+
+
+def _fts_matches(terms: list[str]) -> Select[Any]:
+    phrases = ['"' + t.replace('"', '""') + '"' for t in terms]
+    return select(_fts.c.rowid).where(_fts.c.recording_search_fts.op("MATCH")(" AND ".join(phrases)))
+
+
 class _FtsCandidates(ColumnElement[bool]):
     """On SQLite: the recording is among the FTS5 matches for these terms. Elsewhere: true.
 
@@ -52,10 +72,11 @@ class _FtsCandidates(ColumnElement[bool]):
 
     type = Boolean()
     inherit_cache = False
+    # Already a condition: without this SQLite would compare it "= 1" and lose the index.
+    _is_implicitly_boolean = True
 
     def __init__(self, terms: list[str]) -> None:
-        phrases = ['"' + t.replace('"', '""') + '"' for t in terms]
-        matched = select(_fts.c.rowid).where(_fts.c.recording_search_fts.op("MATCH")(" AND ".join(phrases)))
+        matched = _fts_matches(terms)
         self.sqlite_clause = RecordingRow.id.in_(select(_search_map.c.id).where(_search_map.c.n.in_(matched)))
 
 
@@ -69,11 +90,40 @@ def _compile_sqlite(element: _FtsCandidates, compiler: SQLCompiler, **kw: Any) -
     return compiler.process(element.sqlite_clause, **kw)
 
 
+def _likes(terms: list[str], column: ColumnElement[str]) -> list[ColumnElement[bool]]:
+    return [column.like(_like_pattern(t), escape="/") for t in terms]
+
+
 def search_clause(text: str) -> ColumnElement[bool]:
     """The WHERE clause for a search string (true when it has no terms)."""
     terms = search_terms(text)
-    likes = [RecordingRow.search_text.like(_like_pattern(t), escape="/") for t in terms]
-    indexed = [t for t in terms if len(t) >= _MIN_INDEXED]
+    likes = _likes(terms, RecordingRow.search_text)
+    indexed = _indexed_terms(terms)
     if indexed:
         likes.append(_FtsCandidates(indexed))
     return and_(true(), *likes)
+
+
+async def newest_matching(
+    session: AsyncSession, search: str | None, newest: Callable[[bool], Select[Any]], n: int
+) -> Sequence[RecordingRow]:
+    """The first ``n`` rows of ``newest(True)`` (filtered, searched, newest first), chosen fast.
+
+    ``newest(False)`` is the same query without the search. Only SQLite with a common indexed
+    term takes the two-step path; every path returns exactly the rows ``newest(True)`` would.
+    """
+    terms = search_terms(search or "")
+    indexed = _indexed_terms(terms)
+    if not indexed or session.bind.dialect.name != "sqlite":
+        return (await session.scalars(newest(True).limit(n))).all()
+    probe = select(func.count()).select_from(_fts_matches(indexed).limit(_SELECTIVE).subquery())
+    if int(await session.scalar(probe) or 0) < _SELECTIVE:
+        return (await session.scalars(newest(True).limit(n))).all()
+    window = newest(False).with_only_columns(RecordingRow.id, RecordingRow.search_text).limit(_WINDOW).subquery()
+    hits = list((await session.scalars(select(window.c.id).where(*_likes(terms, window.c.search_text)).limit(n))).all())
+    if len(hits) < n:
+        seen = int(await session.scalar(select(func.count()).select_from(window)) or 0)
+        if seen == _WINDOW:  # the window ran out before n matches: the index finds the rest
+            return (await session.scalars(newest(True).limit(n))).all()
+    rows = await session.scalars(select(RecordingRow).where(RecordingRow.id.in_(hits)).order_by(RecordingRow.id.desc()))
+    return rows.all()

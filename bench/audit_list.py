@@ -6,7 +6,8 @@
 Bulk-generates recordings (questions and answers drawn from a Zipf-like vocabulary, a few models,
 keys and outcomes, spread over 30 days, a rare word planted in 20 of them), inserts them through
 ``Store.insert`` (so the search index is filled the way the recorder fills it), runs ``ANALYZE``,
-then times the same query ``streamproxy list`` runs. Prints the median of several runs per query.
+then times the same query ``streamproxy list`` runs. Prints the median of several runs per query,
+then the time of one ``stats`` over all of them.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from sqlalchemy import text
 from proxy.filters import Filters
 from proxy.record import Outcome
 from proxy.store import Store, open_store
+from proxy.store.stats import GroupBy, compute_stats
 from tests.recordings import T0, make_record
 
 MODELS = ["gpt-4o-mini", "gpt-4o", "o3-mini", "llama-3.1-70b"]
@@ -117,6 +119,11 @@ async def main() -> None:
             for name, values in QUERIES:
                 median, found = await timed(store, Filters.from_mapping(values), args.runs)
                 print(f"{name:<24} {median * 1000:>10.1f} {found:>5}")
+            for by in (None, GroupBy.MODEL):
+                t = time.perf_counter()
+                report = await compute_stats(store, Filters(), by)
+                label = f"stats{' --by ' + by if by else ''}"
+                print(f"{label:<24} {(time.perf_counter() - t) * 1000:>10.1f} {report.total.requests:>5}")
         finally:
             await engine.dispose()
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 from array import array
-from dataclasses import replace
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -211,7 +211,7 @@ class Store:
             return stmt.order_by(RecordingRow.id.desc())
 
         async with self.sessions() as s:
-            rows = list(await newest_matching(s, filters.search, newest, limit + 1))
+            rows = list(await newest_matching(s, self._dialect, filters.search, newest, limit + 1))
         more = len(rows) > limit
         rows = rows[:limit]
         return [_to_record(r, None) for r in rows], (rows[-1].id if more and rows else None)

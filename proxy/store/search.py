@@ -105,7 +105,7 @@ def search_clause(text: str) -> ColumnElement[bool]:
 
 
 async def newest_matching(
-    session: AsyncSession, search: str | None, newest: Callable[[bool], Select[Any]], n: int
+    session: AsyncSession, dialect: str, search: str | None, newest: Callable[[bool], Select[Any]], n: int
 ) -> Sequence[RecordingRow]:
     """The first ``n`` rows of ``newest(True)`` (filtered, searched, newest first), chosen fast.
 
@@ -114,12 +114,14 @@ async def newest_matching(
     """
     terms = search_terms(search or "")
     indexed = _indexed_terms(terms)
-    if not indexed or session.bind.dialect.name != "sqlite":
+    if not indexed or dialect != "sqlite":
         return (await session.scalars(newest(True).limit(n))).all()
     probe = select(func.count()).select_from(_fts_matches(indexed).limit(_SELECTIVE).subquery())
     if int(await session.scalar(probe) or 0) < _SELECTIVE:
         return (await session.scalars(newest(True).limit(n))).all()
     window = newest(False).with_only_columns(RecordingRow.id, RecordingRow.search_text).limit(_WINDOW).subquery()
+    # No outer ORDER BY: SQLite runs the window as a co-routine that yields rows newest first and
+    # stops at n hits; sorting again would read the whole window (tests check the order holds).
     hits = list((await session.scalars(select(window.c.id).where(*_likes(terms, window.c.search_text)).limit(n))).all())
     if len(hits) < n:
         seen = int(await session.scalar(select(func.count()).select_from(window)) or 0)

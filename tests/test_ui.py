@@ -29,7 +29,7 @@ ADMIN = "admin-token-for-the-ui-test"
 def _require_browser() -> Any:
     reason = None
     try:
-        from playwright.async_api import async_playwright
+        from playwright.async_api import async_playwright, expect
     except ImportError:
         reason = "the playwright package is not installed (pip install playwright)"
     if reason is None and not CHROMIUM.exists():
@@ -38,12 +38,18 @@ def _require_browser() -> Any:
         if os.environ.get("STREAMPROXY_REQUIRE_BROWSER") == "1":
             pytest.fail(reason)
         pytest.skip(reason)
-    return async_playwright
+    return async_playwright, expect
+
+
+@pytest.fixture
+def expect() -> Any:
+    """playwright's retrying assertions."""
+    return _require_browser()[1]
 
 
 @pytest.fixture
 async def page() -> AsyncIterator[Any]:
-    async_playwright = _require_browser()
+    async_playwright = _require_browser()[0]
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
         try:
@@ -53,7 +59,7 @@ async def page() -> AsyncIterator[Any]:
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" and "401" not in msg.text else None)
             yield page
-            assert errors == []
+            assert errors == [], f"the page logged errors: {errors}"
             await context.close()
         finally:
             await browser.close()
@@ -80,22 +86,23 @@ async def ui_proxy(proxy_factory: ProxyFactory) -> RunningProxy:
     return proxy
 
 
-async def test_browse_filter_and_read_a_recording(ui_proxy: RunningProxy, page: Any) -> None:
+async def test_browse_filter_and_read_a_recording(ui_proxy: RunningProxy, page: Any, expect: Any) -> None:
     await page.goto(ui_proxy.url + "/ui")
     await page.fill("#token", ADMIN)  # the page asks for the admin token once
     await page.click("#token-form button")
     rows = page.locator("#recordings tbody tr")
-    await rows.nth(2).wait_for()
-    assert await rows.count() == 3
+    await expect(rows).to_have_count(3)
 
     await page.fill("input[name=model]", "gpt-4o-mini")
     await page.fill("input[name=search]", "script")
     await page.click("#filters button[type=submit]")
-    await page.wait_for_function("document.querySelectorAll('#recordings tbody tr').length === 1")
-    assert "gpt-4o-mini" in await rows.first.inner_text()
+    await expect(rows).to_have_count(1)
+    await expect(rows.first).to_contain_text("gpt-4o-mini")
+    assert "search=script" in page.url  # the filters are in the address, to share or reload
 
     await rows.first.click()
-    await page.locator("#reply .message").first.wait_for()
+    await expect(page.locator("#detail-view")).to_be_visible()
+    await expect(page.locator("#reply .message")).to_have_count(1)
     assert "They run code in pages." in await page.inner_text("#reply")
     assert "<script>alert(1)</script>" in await page.inner_text("#conversation")  # shown as text, never run
     assert await page.locator("#timeline .chunk").count() == 6  # one mark per chunk
@@ -104,8 +111,11 @@ async def test_browse_filter_and_read_a_recording(ui_proxy: RunningProxy, page: 
     assert "3f9a0c1b2d4e" in facts and "complete" in facts and "40 ms" in facts and "1550 ms" in facts
 
     await page.click("#back")
-    await page.wait_for_function("document.querySelectorAll('#recordings tbody tr').length === 1")
-    assert await page.input_value("input[name=search]") == "script"  # the filters survive the round trip
+    await expect(page.locator("#list-view")).to_be_visible()
+    await expect(rows).to_have_count(1)  # back to the filtered list
+    await page.reload()  # the token stays for this tab, the filters stay in the address
+    await expect(rows).to_have_count(1)
+    await expect(page.locator("input[name=search]")).to_have_value("script")
 
 
 async def test_ui_needs_the_admin_token(ui_proxy: RunningProxy) -> None:

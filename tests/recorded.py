@@ -1,4 +1,5 @@
-"""Helpers for the replay tests: record every stream shape through a real proxy, and fetch
+"""Helpers for the replay tests: record every stream shape (``tests/shapes.py``) and a few
+wire-level oddities through a real proxy, and fetch
 raw responses (a cut body included) the way a client sees them."""
 
 from __future__ import annotations
@@ -9,74 +10,54 @@ from typing import Any
 import aiohttp
 import orjson
 
+from tests import shapes
 from tests.conftest import API_KEY, RunningProxy
 from tests.fakes import FakeUpstream, Script
-from tests.test_relay import PIECES, chat_events
+from tests.test_relay import resplit
 
 
 @dataclass(frozen=True)
-class Shape:
+class Case:
+    """A request and the scripted upstream answer to record for it."""
+
     name: str
     path: str
     script: Script
     request: dict[str, Any]
 
 
-def _chat(name: str, script: Script, stream: bool = True) -> Shape:
-    req = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"shape {name}"}], "stream": stream}
-    return Shape(name, "/v1/chat/completions", script, req)
+def _tagged(name: str, request: dict[str, Any]) -> dict[str, Any]:
+    # Edges reuse their shape's request; a tag keeps every case's match key apart.
+    return {**request, "user": f"case-{name}"}
 
 
-def _sse(events: list[bytes], **kw: Any) -> Script:
-    return Script(steps=list(events), **kw)
+def _json(obj: Any, status: int = 200, **headers: str) -> Script:
+    return Script(steps=[orjson.dumps(obj)], status=status, headers={"Content-Type": "application/json", **headers}, content_length=True)
 
 
-def _responses_events() -> list[bytes]:
-    resp = {"id": "resp_1", "object": "response", "status": "in_progress", "model": "gpt-4o-mini", "output": []}
-    done = {**resp, "status": "completed"}
-    delta = {"type": "response.output_text.delta", "item_id": "msg_1", "output_index": 0, "content_index": 0, "delta": "Hi"}
-    return [
-        b"event: response.created\ndata: " + orjson.dumps({"type": "response.created", "response": resp}) + b"\n\n",
-        b"event: response.output_text.delta\ndata: " + orjson.dumps(delta) + b"\n\n",
-        b"event: response.completed\ndata: " + orjson.dumps({"type": "response.completed", "response": done}) + b"\n\n",
-    ]
+def _cases() -> list[Case]:
+    cases: list[Case] = []
+    for shape in shapes.SHAPES.values():
+        cases.append(Case(shape.name, shape.path, Script(steps=list(shape.events)), _tagged(shape.name, shape.request)))
+        whole = shape.name + "_whole"
+        cases.append(Case(whole, shape.path, _json(shape.full), _tagged(whole, shapes.plain_request(shape))))
+    for edge in shapes.EDGES.values():
+        upstream_died = edge.name in ("chat_truncated", "responses_cut")
+        cases.append(Case(edge.name, edge.path, Script(steps=list(edge.events), cut=upstream_died), _tagged(edge.name, edge.request)))
+    chat = shapes.SHAPES["chat_simple"]
+    extras = {
+        "paced": Script(steps=[e for ev in chat.events for e in (ev, 0.02)]),
+        "split_reads": Script(steps=resplit(b"".join(chat.events), [7, 1, 30])),
+        "crlf": Script(steps=[e.replace(b"\n", b"\r\n") for e in chat.events]),
+        "comment": Script(steps=[b": keep-alive\n\n", *chat.events]),
+        "not_utf8": Script(steps=[b"data: \xff\xfe\n\n", *chat.events]),
+        "status_429": _json({"error": {"message": "Rate limit", "type": "rate_limit", "code": None}}, 429, **{"Retry-After": "1"}),
+    }
+    cases += [Case(name, chat.path, script, _tagged(name, chat.request)) for name, script in extras.items()]
+    return cases
 
 
-SHAPES: list[Shape] = [
-    _chat("chat", _sse(chat_events(PIECES))),
-    _chat("paced", Script(steps=[e for ev in chat_events(["a", "b"]) for e in (ev, 0.05)])),
-    _chat("crlf", _sse([e.replace(b"\n", b"\r\n") for e in chat_events(["x"])])),
-    _chat("comment", _sse([b": keep-alive\n\n", *chat_events(["y"])])),
-    _chat("not-utf8", _sse([b"data: \xff\xfe\n\n", *chat_events(["z"])])),
-    _chat("error-event", _sse([*chat_events(["half"])[:2], b'data: {"error": {"message": "overloaded", "type": "server_error", "code": null}}\n\n'])),
-    _chat("cut", _sse(chat_events(["cut", "short"])[:3], cut=True)),
-    _chat(
-        "json",
-        Script(
-            steps=[orjson.dumps({"id": "chatcmpl-9", "object": "chat.completion", "choices": []})],
-            headers={"Content-Type": "application/json"},
-            content_length=True,
-        ),
-        stream=False,
-    ),
-    _chat(
-        "429",
-        Script(
-            steps=[orjson.dumps({"error": {"message": "Rate limit", "type": "rate_limit", "code": None}})],
-            status=429,
-            headers={"Content-Type": "application/json", "Retry-After": "1"},
-            content_length=True,
-        ),
-        stream=False,
-    ),
-    Shape(
-        "completions",
-        "/v1/completions",
-        _sse([b'data: {"id":"cmpl-1","object":"text_completion","choices":[{"index":0,"text":"Hi","finish_reason":null}],"model":"m"}\n\n', b"data: [DONE]\n\n"]),
-        {"model": "m", "prompt": "shape completions", "stream": True},
-    ),
-    Shape("responses", "/v1/responses", _sse(_responses_events()), {"model": "gpt-4o-mini", "input": "shape responses", "stream": True}),
-]
+CASES = _cases()
 
 
 @dataclass(frozen=True)
@@ -106,11 +87,13 @@ async def fetch(method: str, url: str, body: dict[str, Any] | None = None, heade
             return Fetched(r.status, dict(r.headers), bytes(got), cut)
 
 
-async def record_shapes(proxy: RunningProxy, fake: FakeUpstream, shapes: list[Shape] = SHAPES) -> dict[str, Fetched]:
-    """Send each shape's request once through ``proxy``; what the client received, by shape name."""
+async def record_cases(proxy: RunningProxy, fake: FakeUpstream, names: list[str] | None = None) -> dict[str, Fetched]:
+    """Send each case's request once through ``proxy``; what the client received, by case name."""
     out: dict[str, Fetched] = {}
-    for shape in shapes:
-        fake.script(shape.path, shape.script, once=True)
-        out[shape.name] = await fetch("POST", proxy.url + shape.path, shape.request)
+    for case in CASES:
+        if names is not None and case.name not in names:
+            continue
+        fake.script(case.path, case.script, once=True)
+        out[case.name] = await fetch("POST", proxy.url + case.path, case.request)
     await proxy.drain()
     return out

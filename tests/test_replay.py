@@ -12,10 +12,11 @@ import openai
 import orjson
 import pytest
 
+from tests import shapes
 from tests.conftest import API_KEY, ProxyFactory
 from tests.fakes import FakeUpstream, Script
 from tests.processes import ServeProcess
-from tests.recorded import SHAPES, fetch, record_shapes
+from tests.recorded import CASES, fetch, record_cases
 from tests.test_relay import PIECES, REQUEST, chat_events
 
 
@@ -49,7 +50,7 @@ async def test_new_replay_process_serves_every_shape_byte_for_byte_without_upstr
     fake_upstream: FakeUpstream, proxy_factory: ProxyFactory, db_url: str, tmp_path: Path
 ) -> None:
     recorder = await proxy_factory()
-    original = await record_shapes(recorder, fake_upstream)
+    original = await record_cases(recorder, fake_upstream)
     await recorder.stop()
     await fake_upstream.stop()
     async with ConnectionCounter() as upstream:
@@ -59,19 +60,19 @@ async def test_new_replay_process_serves_every_shape_byte_for_byte_without_upstr
         )
         await server.start()
         try:
-            for shape in SHAPES:
-                want = original[shape.name]
-                got = await fetch("POST", server.url + shape.path, shape.request, {"Authorization": "Bearer sk-dummy"})
-                assert got.body == want.body, shape.name
-                assert got.status == want.status, shape.name
-                assert got.headers["Content-Type"] == want.headers["Content-Type"], shape.name
-                assert got.cut == want.cut, shape.name
-                assert got.recording_id == want.recording_id, shape.name
+            for case in CASES:
+                want = original[case.name]
+                got = await fetch("POST", server.url + case.path, case.request, {"Authorization": "Bearer sk-dummy"})
+                assert got.body == want.body, case.name
+                assert got.status == want.status, case.name
+                assert got.headers["Content-Type"] == want.headers["Content-Type"], case.name
+                assert got.cut == want.cut, case.name
+                assert got.recording_id == want.recording_id, case.name
         finally:
             assert await server.stop() == 0
         assert upstream.accepted == 0
-    assert original["cut"].cut and not original["chat"].cut
-    assert original["429"].headers["Retry-After"] == "1"
+    assert original["chat_truncated"].cut and original["responses_cut"].cut and not original["chat_simple"].cut
+    assert original["status_429"].headers["Retry-After"] == "1"
 
 
 async def test_nth_identical_request_gets_nth_recording_and_the_last_repeats(
@@ -195,13 +196,13 @@ def _arrival(arrivals: list[tuple[float, bytes]], n_bytes: int) -> float:
 
 async def test_replay_by_id_endpoint(fake_upstream: FakeUpstream, proxy_factory: ProxyFactory) -> None:
     proxy = await proxy_factory(admin_token="adm1n", replay_speed=0)
-    original = await record_shapes(proxy, fake_upstream, [s for s in SHAPES if s.name in ("chat", "json")])
+    original = await record_cases(proxy, fake_upstream, ["chat_simple", "chat_simple_whole"])
     auth = {"Authorization": "Bearer adm1n"}
     for name, want in original.items():
         got = await fetch("GET", f"{proxy.url}/recordings/{want.recording_id}/replay", headers=auth)
         assert (got.status, got.body, got.headers["Content-Type"]) == (want.status, want.body, want.headers["Content-Type"]), name
         assert got.recording_id == want.recording_id
-    json_id = original["json"].recording_id
+    json_id = original["chat_simple_whole"].recording_id
     assert (await fetch("GET", f"{proxy.url}/recordings/{json_id}/replay", headers={"Authorization": "Bearer x"})).status == 401
     bad = await fetch("GET", f"{proxy.url}/recordings/{json_id}/replay?speed=fast", headers=auth)
     assert bad.status == 400 and "speed" in orjson.loads(bad.body)["error"]["message"]
@@ -217,17 +218,18 @@ async def test_cli_replay_prints_the_deltas_and_raw_writes_the_bytes(
     fake_upstream: FakeUpstream, proxy_factory: ProxyFactory, db_url: str, tmp_path: Path
 ) -> None:
     proxy = await proxy_factory()
-    original = await record_shapes(proxy, fake_upstream, [s for s in SHAPES if s.name in ("chat", "responses", "cut")])
+    original = await record_cases(proxy, fake_upstream, ["chat_simple", "responses_text", "chat_truncated"])
     await proxy.stop()
-    text = cli("replay", original["chat"].recording_id, "--speed", "0", "--db", db_url, cwd=tmp_path)
+    chat_id = original["chat_simple"].recording_id
+    text = cli("replay", chat_id, "--speed", "0", "--db", db_url, cwd=tmp_path)
     assert text.returncode == 0, text.stderr
-    assert text.stdout.decode() == "".join(PIECES) + "\n"
-    raw = cli("replay", original["chat"].recording_id, "--raw", "--db", db_url, cwd=tmp_path)
-    assert raw.stdout == original["chat"].body
-    responses = cli("replay", original["responses"].recording_id, "--speed", "0", "--db", db_url, cwd=tmp_path)
-    assert responses.stdout.decode() == "Hi\n"
-    cut = cli("replay", original["cut"].recording_id, "--speed", "0", "--db", db_url, cwd=tmp_path)
-    assert cut.stdout.decode() == "cutshort\n" and b"upstream_closed" in cut.stderr
+    assert text.stdout.decode() == shapes.SHAPES["chat_simple"].text + "\n"
+    raw = cli("replay", chat_id, "--raw", "--db", db_url, cwd=tmp_path)
+    assert raw.stdout == original["chat_simple"].body
+    responses = cli("replay", original["responses_text"].recording_id, "--speed", "0", "--db", db_url, cwd=tmp_path)
+    assert responses.stdout.decode() == shapes.SHAPES["responses_text"].text + "\n"
+    cut = cli("replay", original["chat_truncated"].recording_id, "--speed", "0", "--db", db_url, cwd=tmp_path)
+    assert cut.stdout.decode() == "Hello! How\n" and b"upstream_closed" in cut.stderr
     missing = cli("replay", "01NOPE", "--db", db_url, cwd=tmp_path)
     assert missing.returncode != 0 and missing.stderr.decode().startswith("streamproxy: error: no recording 01NOPE")
     elsewhere = tmp_path / "elsewhere"

@@ -115,7 +115,7 @@ def _load(server: BackgroundProxy, cassette: Path) -> None:
     with cassette.open("rb") as f:
         result = server.call(import_lines(server.app[STORE], f, name=str(cassette)))
     if result.errors:
-        raise pytest.UsageError("streamproxy: broken cassette:\n" + "\n".join(result.errors))
+        pytest.fail("streamproxy: broken cassette:\n" + "\n".join(result.errors), pytrace=False)
 
 
 def _export(server: BackgroundProxy) -> bytes:

@@ -1,0 +1,93 @@
+"""Export and import through the CLI: JSON Lines that round-trip to byte-identical replays."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+
+from tests.conftest import API_KEY, ProxyFactory
+from tests.fakes import FakeUpstream
+from tests.recorded import CASES, fetch, record_cases
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "proxy", *args], capture_output=True, text=True, cwd=cwd, timeout=60)
+
+
+async def test_export_import_replay_round_trip(
+    fake_upstream: FakeUpstream, proxy_factory: ProxyFactory, db_url: str, tmp_path: Path
+) -> None:
+    recorder = await proxy_factory()
+    original = await record_cases(recorder, fake_upstream)
+    await recorder.stop()
+
+    first = tmp_path / "first.jsonl"
+    exported = cli("export", "--db", db_url, "-o", str(first), cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    lines = first.read_bytes().splitlines()
+    assert len(lines) == len(CASES)
+    objs = [orjson.loads(line) for line in lines]
+    assert [o["id"] for o in objs] == sorted(o["id"] for o in objs)  # oldest first
+    assert all(next(iter(o)) == "format" and o["format"] == 1 for o in objs)
+    assert API_KEY not in first.read_text()
+    assert cli("export", "--db", db_url, cwd=tmp_path).stdout.encode() == first.read_bytes()  # stable, to stdout too
+
+    other_db = f"sqlite+aiosqlite:///{tmp_path / 'other.db'}"
+    imported = cli("import", str(first), "--db", other_db, cwd=tmp_path)
+    assert imported.returncode == 0, imported.stderr
+    assert f"imported {len(CASES)} new recording(s)" in imported.stderr
+    again = cli("import", str(first), "--db", other_db, cwd=tmp_path)
+    assert again.returncode == 0 and f"imported 0 new recording(s) from {first} ({len(CASES)} already stored)" in again.stderr
+
+    second = tmp_path / "second.jsonl"
+    assert cli("export", "--db", other_db, "-o", str(second), cwd=tmp_path).returncode == 0
+    assert second.read_bytes() == first.read_bytes()
+
+    await fake_upstream.stop()
+    replayer = await proxy_factory(db=other_db, mode="replay", replay_speed=0)
+    for case in CASES:
+        got = await fetch("POST", replayer.url + case.path, case.request)
+        want = original[case.name]
+        assert (got.status, got.body, got.cut, got.recording_id) == (want.status, want.body, want.cut, want.recording_id), case.name
+
+
+async def test_export_filters(fake_upstream: FakeUpstream, proxy_factory: ProxyFactory, db_url: str, tmp_path: Path) -> None:
+    proxy = await proxy_factory()
+    original = await record_cases(proxy, fake_upstream, ["chat_simple", "responses_text", "completions"])
+    await proxy.stop()
+    only = cli("export", "--db", db_url, "--path", "/v1/responses", cwd=tmp_path)
+    assert [orjson.loads(line)["id"] for line in only.stdout.splitlines()] == [original["responses_text"].recording_id]
+    bad = cli("export", "--db", db_url, "--outcome", "fine", cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr.startswith("streamproxy: error: unknown outcome 'fine'")
+
+
+async def test_a_bad_line_is_named_and_every_good_line_is_imported(
+    fake_upstream: FakeUpstream, proxy_factory: ProxyFactory, db_url: str, tmp_path: Path
+) -> None:
+    proxy = await proxy_factory()
+    await record_cases(proxy, fake_upstream, ["chat_simple", "completions"])
+    await proxy.stop()
+    good = cli("export", "--db", db_url, cwd=tmp_path).stdout.splitlines()
+    unsupported = orjson.loads(good[0])
+    unsupported["format"] = 2
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text("\n".join([good[0], "{not json", "", orjson.dumps(unsupported).decode(), good[1], '{"id": "x"}']) + "\n")
+    other_db = f"sqlite+aiosqlite:///{tmp_path / 'other.db'}"
+    result = cli("import", str(mixed), "--db", other_db, cwd=tmp_path)
+    assert result.returncode == 1
+    err = result.stderr
+    assert f"{mixed}:2: not JSON" in err
+    assert f"{mixed}:4: unsupported recording format 2" in err
+    assert f"{mixed}:6: not a recording" in err
+    assert "3 bad line(s)" in err and "Traceback" not in err
+    back = cli("export", "--db", other_db, cwd=tmp_path).stdout.splitlines()
+    assert back == good
+
+
+def test_export_never_creates_a_database(tmp_path: Path) -> None:
+    result = cli("export", "-o", str(tmp_path / "out.jsonl"), cwd=tmp_path)
+    assert result.returncode != 0 and "no database" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -13,8 +13,8 @@ import click
 import orjson
 
 from proxy.cli import db_option, fail, run
-from proxy.cli_read import filter_options, with_store
-from proxy.errors import ConfigError, StoreError
+from proxy.cli_read import filter_options, load_recording, with_store
+from proxy.errors import ConfigError
 from proxy.exchange import ImportResult, export_line, import_lines, iter_export, recording_ids
 from proxy.faults import Faults, plan
 from proxy.filters import Filters
@@ -101,15 +101,7 @@ async def _play(rec: Record, speed: float, raw: bool) -> None:
 @click.option("--raw", is_flag=True, help="Write the body bytes as recorded instead of the reply text.")
 def replay(rec_id: str, db: str, speed: float, raw: bool) -> None:
     """Re-emit one recording with its original timing, as it streamed."""
-
-    async def get(store: Store) -> Record:
-        rec = await store.get(rec_id, chunks=True)
-        if rec is None:
-            raise StoreError(f"no recording {rec_id}")
-        return rec
-
-    rec = run(with_store(db, get))
-    run(_play(rec, speed, raw))
+    run(_play(load_recording(db, rec_id), speed, raw))
 
 
 class _NoProgress:

@@ -104,6 +104,7 @@ class Replayer:
         self._served[key] = n + 1
         ids = await self.store.ids_for_match_key(key)
         if not ids:
+            self._served.pop(key, None)  # a miss counts nothing: keys of misses are not kept
             return None
         return await self.store.get(ids[min(n, len(ids) - 1)], chunks=True)
 

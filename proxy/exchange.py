@@ -17,7 +17,7 @@ from proxy.matching import match_key
 from proxy.record import Record, from_json, to_json
 from proxy.store import Store
 
-__all__ = ["ImportResult", "export_line", "import_lines", "iter_export", "parse_line", "recording_ids"]
+__all__ = ["ImportResult", "cassette_bytes", "export_line", "import_lines", "iter_export", "parse_line", "recording_ids"]
 
 _PAGE = 1000
 _BATCH = 200
@@ -61,6 +61,13 @@ async def iter_export(store: Store, ids: Iterable[str]) -> AsyncIterator[Record]
         rec = await store.get(rec_id, chunks=True)
         if rec is not None:  # deleted since it was listed
             yield rec
+
+
+async def cassette_bytes(store: Store) -> bytes:
+    """Every recording that replay can serve, as export lines, oldest first. The proxy's own
+    answers (no match key) are left out: they say nothing about upstream."""
+    ids = await recording_ids(store, Filters())
+    return b"".join([export_line(rec) async for rec in iter_export(store, ids) if rec.match_key])
 
 
 @dataclass(slots=True)

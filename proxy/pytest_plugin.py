@@ -18,6 +18,8 @@ across the module's tests. Replay speed is 0.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,19 +120,22 @@ def _load(server: BackgroundProxy, cassette: Path) -> None:
         pytest.fail("streamproxy: broken cassette:\n" + "\n".join(result.errors), pytrace=False)
 
 
-def _export(server: BackgroundProxy) -> bytes:
-    from proxy.exchange import export_line, iter_export, recording_ids
-    from proxy.filters import Filters
-    from proxy.keys import RECORDER, STORE
+def _export(db: str) -> bytes:
+    """The cassette's new content, read after the proxy stopped: in-flight streams have ended
+    and the recorder has flushed everything by then."""
+    from proxy.exchange import cassette_bytes
+    from proxy.store import Store, open_store
 
-    async def lines() -> bytes:
-        await server.app[RECORDER].drain(timeout=30)
-        store = server.app[STORE]
-        ids = await recording_ids(store, Filters())
-        # Only what replay can serve: answers the proxy made itself have no match key.
-        return b"".join([export_line(rec) async for rec in iter_export(store, ids) if rec.match_key])
+    async def read() -> bytes:
+        engine = await open_store(db, create=False)
+        try:
+            return await cassette_bytes(Store(engine))
+        finally:
+            await engine.dispose()
 
-    return server.call(lines())
+    # A loop of its own in a thread of its own: the test session may have a loop running here.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, read()).result()
 
 
 @pytest.fixture(scope="module")
@@ -156,10 +161,10 @@ def _streamproxy_module(request: pytest.FixtureRequest, tmp_path_factory: pytest
         if mode.replays and cassette.exists():
             _load(server, cassette)
         yield Streamproxy(server, mode, cassette)
-        if mode in (Mode.RECORD, Mode.AUTO):
-            config.stash[_WRITES][cassette] = _export(server)
     finally:
         server.stop()
+    if mode in (Mode.RECORD, Mode.AUTO):
+        config.stash[_WRITES][cassette] = _export(settings.db)
 
 
 @pytest.fixture

@@ -65,8 +65,20 @@ def _mode(config: pytest.Config) -> Mode:
         raise pytest.UsageError(f"--streamproxy-mode: {exc}") from None
 
 
+def _upstream(config: pytest.Config) -> str:
+    from proxy.errors import ConfigError
+    from proxy.settings import DEFAULT_UPSTREAM, normalize_upstream
+
+    try:
+        return normalize_upstream(config.getoption("streamproxy_upstream") or DEFAULT_UPSTREAM)
+    except ConfigError as exc:
+        raise pytest.UsageError(f"--streamproxy-upstream: {exc}") from None
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    """Bad options fail the run before any test, in one line."""
     _mode(config)
+    _upstream(config)
     config.stash[_WRITES] = {}
 
 
@@ -141,7 +153,7 @@ def _export(db: str) -> bytes:
 @pytest.fixture(scope="module")
 def _streamproxy_module(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Streamproxy]:
     from proxy.background import BackgroundProxy
-    from proxy.settings import DEFAULT_UPSTREAM, Mode, Settings
+    from proxy.settings import Mode, Settings
 
     config = request.config
     mode = _mode(config)
@@ -149,7 +161,7 @@ def _streamproxy_module(request: pytest.FixtureRequest, tmp_path_factory: pytest
     tmp = tmp_path_factory.mktemp("streamproxy")
     settings = Settings(
         port=0,
-        upstream=config.getoption("streamproxy_upstream") or DEFAULT_UPSTREAM,
+        upstream=_upstream(config),
         db=f"sqlite+aiosqlite:///{tmp / 'streamproxy.db'}",
         mode=mode,
         replay_speed=0.0,

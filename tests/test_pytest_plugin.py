@@ -93,19 +93,22 @@ def test_readme_example_replays_the_committed_cassette_with_no_network(
     assert cassette.read_bytes() == CASSETTE.read_bytes()  # replay writes nothing
 
 
-def test_a_miss_fails_the_test_with_the_proxys_message(
+def test_a_miss_or_a_broken_cassette_fails_the_test_with_a_clear_message(
     pytester: pytest.Pytester, silent_upstream: tuple[str, socket.socket]
 ) -> None:
-    _suite(pytester, {"test_other": OTHER_QUESTION})
+    _suite(pytester, {"test_other": OTHER_QUESTION, "test_broken": EXAMPLE.read_text()})
     recorded = pytester.mkdir("recorded")
     shutil.copy(CASSETTE, recorded / "test_other.jsonl")
+    broken = recorded / "test_broken.jsonl"
+    broken.write_bytes(CASSETTE.read_bytes().splitlines(keepends=True)[0] + b'{"format": 1, "id": \n')
     nearest = orjson.loads(CASSETTE.read_bytes().splitlines()[-1])["id"]
     url, listener = silent_upstream
     result = pytester.runpytest_subprocess(
         "--streamproxy-upstream", url, "--streamproxy-cassette-dir", "recorded", "-p", "no:cacheprovider"
     )
-    result.assert_outcomes(failed=2)
+    result.assert_outcomes(failed=2, errors=2)
     out = result.stdout.str()
+    assert f"streamproxy: broken cassette:\n{broken}:2: not JSON" in out
     assert "NotFoundError" in out and f"Nearest recording: {nearest}" in out
     assert 'messages[0].content: recorded "Say hello.", got "Say goodbye."' in out
     assert "streamproxy: 1 request(s) had no recording" in out
@@ -113,11 +116,15 @@ def test_a_miss_fails_the_test_with_the_proxys_message(
     assert not _connected(listener)
 
 
-def test_bad_mode_is_a_usage_error(pytester: pytest.Pytester) -> None:
+@pytest.mark.parametrize(
+    ("option", "value", "says"),
+    [("--streamproxy-mode", "recrod", "unknown mode 'recrod'"), ("--streamproxy-upstream", "ftp://x", "need http:// or https://")],
+)
+def test_a_bad_option_is_a_usage_error(pytester: pytest.Pytester, option: str, value: str, says: str) -> None:
     _suite(pytester, {"test_nothing": "def test_nothing():\n    pass\n"})
-    result = pytester.runpytest_subprocess("--streamproxy-mode", "recrod")
+    result = pytester.runpytest_subprocess(option, value)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    assert "unknown mode 'recrod'" in result.stderr.str()
+    assert says in result.stderr.str()
 
 
 async def test_record_then_replay_then_grow_in_auto_mode(pytester: pytest.Pytester, fake_upstream: FakeUpstream) -> None:

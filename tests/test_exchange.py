@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import asyncpg
 import orjson
+import pytest
 
 from tests.conftest import API_KEY, ProxyFactory
-from tests.fakes import FakeUpstream
+from tests.fakes import FakeUpstream, Script
 from tests.recorded import CASES, fetch, record_cases
+from tests.test_relay import REQUEST, chat_events
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -91,3 +96,44 @@ def test_export_never_creates_a_database(tmp_path: Path) -> None:
     result = cli("export", "-o", str(tmp_path / "out.jsonl"), cwd=tmp_path)
     assert result.returncode != 0 and "no database" in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+async def pg_db_url() -> AsyncIterator[str]:
+    """A fresh PostgreSQL database of its own, dropped afterwards (skips without a server)."""
+    name = f"streamproxy_exchange_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = await asyncpg.connect(host="127.0.0.1", port=5432, user="postgres", database="test", timeout=5)
+    except (OSError, asyncpg.PostgresError) as exc:
+        pytest.skip(f"no PostgreSQL at 127.0.0.1:5432: {exc}")
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.mark.postgres
+async def test_import_into_postgresql_and_replay_from_it_in_order(
+    fake_upstream: FakeUpstream, proxy_factory: ProxyFactory, db_url: str, tmp_path: Path, pg_db_url: str
+) -> None:
+    recorder = await proxy_factory()
+    for word in ("first", "second"):
+        fake_upstream.script("/v1/chat/completions", Script(steps=chat_events([word])), once=True)
+        await fetch("POST", recorder.base_url + "/chat/completions", {**REQUEST, "stream": True})
+    original = await record_cases(recorder, fake_upstream, ["chat_tools", "chat_truncated"])
+    await recorder.stop()
+    export = tmp_path / "all.jsonl"
+    assert cli("export", "--db", db_url, "-o", str(export), cwd=tmp_path).returncode == 0
+    imported = cli("import", str(export), "--db", pg_db_url, cwd=tmp_path)
+    assert imported.returncode == 0, imported.stderr
+    assert cli("export", "--db", pg_db_url, cwd=tmp_path).stdout.encode() == export.read_bytes()
+
+    replayer = await proxy_factory(db=pg_db_url, mode="replay", replay_speed=0)
+    answers = [await fetch("POST", replayer.base_url + "/chat/completions", {**REQUEST, "stream": True}) for _ in range(3)]
+    assert [a.body for a in answers] == [b"".join(chat_events([w])) for w in ("first", "second", "second")]
+    for case in CASES:
+        if case.name in original:
+            got = await fetch("POST", replayer.url + case.path, case.request)
+            assert (got.body, got.cut) == (original[case.name].body, original[case.name].cut), case.name

@@ -35,8 +35,9 @@ class Faults:
     def __bool__(self) -> bool:
         return self.cut is not None or self.no_done or self.error is not None or bool(self.stalls)
 
-    def check(self, chunk_count: int, event_stream: bool) -> None:
+    def check(self, chunks: Sequence[bytes], event_stream: bool) -> None:
         """Refuse a fault that would silently do nothing on this recording."""
+        chunk_count = len(chunks)
         last = chunk_count - 1
         for name, seq in [("cut", self.cut), ("error", self.error), *(("stall", s) for s in self.stalls)]:
             if seq is not None and seq > last:
@@ -47,6 +48,8 @@ class Faults:
                 )
         if self.error is not None and not event_stream:
             raise FaultError("fault error=N needs a streamed (text/event-stream) recording")
+        if self.no_done and not any(is_done(c) for c in chunks):
+            raise FaultError("fault no-done: the recording has no data: [DONE] to leave out")
 
 
 def _seq(name: str, value: str) -> int:

@@ -141,7 +141,7 @@ class Replayer:
             self.miss_count += 1
             return self.relay.reject(rec, loop_start, record, 404, message, "invalid_request_error", "recording_not_found")
         try:
-            faults.check(len(hit.chunks), _event_stream(hit))
+            faults.check(hit.chunks, _event_stream(hit))
         except FaultError as exc:
             return self.relay.reject(rec, loop_start, record, 400, str(exc), "invalid_request_error", "invalid_fault")
         return await serve(request, hit, self.settings.replay_speed, faults)
@@ -158,7 +158,7 @@ class Replayer:
         if rec is None:
             return error_response(404, f"no recording {rec_id}", "invalid_request_error", "not_found")
         try:
-            faults.check(len(rec.chunks), _event_stream(rec))
+            faults.check(rec.chunks, _event_stream(rec))
         except FaultError as exc:
             return error_response(400, str(exc), "invalid_request_error", "invalid_fault")
         return await serve(request, rec, speed, faults)

@@ -4,6 +4,7 @@ the way it fails against a real broken server — an exception, never a hang."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -133,6 +134,19 @@ async def test_fault_query_parameter_on_replay_by_id(fake_upstream: FakeUpstream
     assert not errored.cut and errored.body == EVENTS[0] + error_event(0)
     bad = await fetch("GET", f"{proxy.url}/recordings/{rec_id}/replay?fault=explode")
     assert bad.status == 400 and "unknown fault 'explode'" in orjson.loads(bad.body)["error"]["message"]
+
+
+def test_a_fault_that_would_do_nothing_is_refused() -> None:
+    Faults(cut=7, no_done=True, error=6, stalls={0: 1.0}).check(EVENTS, event_stream=True)
+    for faults, chunks, sse, says in [
+        (Faults(cut=8), EVENTS, True, "8 chunk(s), seq 0 to 7"),
+        (Faults(stalls={9: 1.0}), EVENTS, True, "stall=9"),
+        (Faults(error=0), [b"{}"], False, "needs a streamed"),
+        (Faults(no_done=True), EVENTS[:-1], True, "no data: [DONE]"),
+        (Faults(cut=0), [], True, "no chunks"),
+    ]:
+        with pytest.raises(FaultError, match=re.escape(says)):
+            faults.check(chunks, event_stream=sse)
 
 
 def test_parse_faults() -> None:

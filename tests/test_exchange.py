@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import uuid
@@ -105,6 +106,8 @@ async def pg_db_url() -> AsyncIterator[str]:
     try:
         admin = await asyncpg.connect(host="127.0.0.1", port=5432, user="postgres", database="test", timeout=5)
     except (OSError, asyncpg.PostgresError) as exc:
+        if os.environ.get("STREAMPROXY_REQUIRE_POSTGRES"):  # CI: these tests must run
+            pytest.fail(f"no PostgreSQL at 127.0.0.1:5432: {exc}")
         pytest.skip(f"no PostgreSQL at 127.0.0.1:5432: {exc}")
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')

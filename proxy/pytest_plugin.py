@@ -35,6 +35,7 @@ __all__ = ["Streamproxy"]
 
 _DEFAULT_MODE = "replay"
 _WRITES = pytest.StashKey[dict[Path, bytes]]()
+_OWNERS = pytest.StashKey[dict[Path, Path]]()
 _MISSES_BEFORE = pytest.StashKey[int]()
 
 
@@ -80,6 +81,7 @@ def pytest_configure(config: pytest.Config) -> None:
     _mode(config)
     _upstream(config)
     config.stash[_WRITES] = {}
+    config.stash[_OWNERS] = {}
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -89,7 +91,11 @@ def pytest_report_header(config: pytest.Config) -> str:
 def _cassette_path(config: pytest.Config, module_path: Path) -> Path:
     option = config.getoption("streamproxy_cassette_dir")
     directory = config.rootpath / option if option else module_path.parent / "cassettes"
-    return directory / f"{module_path.stem}.jsonl"
+    path = directory / f"{module_path.stem}.jsonl"
+    owner = config.stash[_OWNERS].setdefault(path, module_path)
+    if owner != module_path:
+        pytest.fail(f"streamproxy: {owner} and {module_path} would share the cassette {path}; rename one", pytrace=False)
+    return path
 
 
 @dataclass

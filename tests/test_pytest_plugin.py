@@ -116,6 +116,15 @@ def test_a_miss_or_a_broken_cassette_fails_the_test_with_a_clear_message(
     assert not _connected(listener)
 
 
+def test_two_modules_never_share_a_cassette(pytester: pytest.Pytester) -> None:
+    pytester.makeini(INI)
+    for sub in ("a", "b"):
+        pytester.mkpydir(sub).joinpath("test_same.py").write_text("def test_it(streamproxy):\n    pass\n")
+    result = pytester.runpytest("--streamproxy-cassette-dir", "recs", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, errors=1)
+    assert "would share the cassette" in result.stdout.str()
+
+
 @pytest.mark.parametrize(
     ("option", "value", "says"),
     [("--streamproxy-mode", "recrod", "unknown mode 'recrod'"), ("--streamproxy-upstream", "ftp://x", "need http:// or https://")],

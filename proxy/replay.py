@@ -38,9 +38,23 @@ def _event_stream(rec: Record) -> bool:
     return (rec.content_type or "").startswith("text/event-stream")
 
 
-async def paced(pieces: Sequence[Piece], speed: float) -> AsyncIterator[bytes]:
-    """Yield each piece at its recorded offset divided by ``speed`` (0: at once), after its stall."""
+async def paced(pieces: Sequence[Piece], speed: float, *, join: bool = False) -> AsyncIterator[bytes]:
+    """Yield each piece at its recorded offset divided by ``speed`` (0: no pauses), after its
+    stall. With ``join`` at speed 0, the pieces between stalls come as one: same bytes, a
+    fraction of the writes."""
     loop = asyncio.get_running_loop()
+    if speed == 0 and join:
+        run: list[bytes] = []
+        for piece in pieces:
+            if piece.stall_ms:
+                if run:
+                    yield b"".join(run)
+                    run = []
+                await asyncio.sleep(piece.stall_ms / 1000.0)
+            run.append(piece.data)
+        if run:
+            yield b"".join(run)
+        return
     base = loop.time()
     for piece in pieces:
         if speed > 0 and piece.at_ms is not None:
@@ -70,7 +84,7 @@ async def serve(request: web.Request, rec: Record, speed: float, faults: Faults)
         resp.content_length = sum(len(piece.data) for piece in p.pieces)
     await resp.prepare(request)
     try:
-        async for data in paced(p.pieces, speed):
+        async for data in paced(p.pieces, speed, join=True):
             await resp.write(data)
         if p.clean_end:
             await resp.write_eof()

@@ -12,6 +12,7 @@ from typing import Any, BinaryIO
 import click
 import orjson
 
+from proxy.assemble import reply_text
 from proxy.cli import db_option, fail, run
 from proxy.cli_read import filter_options, load_recording, with_store
 from proxy.errors import ConfigError
@@ -38,19 +39,22 @@ def _event_data(chunk: bytes) -> Any:
         return None
 
 
+_RESPONSES_DELTAS = ("response.output_text.delta", "response.refusal.delta")
+
+
 def delta_text(chunk: bytes) -> str:
-    """The text one SSE event adds to the reply: chat ``delta.content``, legacy ``text``, or a
-    Responses ``response.output_text.delta``. Anything else adds nothing."""
+    """The text one SSE event adds to the reply: the first choice's chat ``content`` or
+    ``refusal`` delta, a legacy completion's ``text``, or a Responses text or refusal delta."""
     obj = _event_data(chunk)
     if not isinstance(obj, dict):
         return ""
-    if obj.get("type") == "response.output_text.delta":
+    if obj.get("type") in _RESPONSES_DELTAS:
         return str(obj.get("delta") or "")
     for choice in obj.get("choices") or []:
         if isinstance(choice, dict) and choice.get("index", 0) == 0:
             delta = choice.get("delta")
             if isinstance(delta, dict):
-                return str(delta.get("content") or "")
+                return str(delta.get("content") or delta.get("refusal") or "")
             return str(choice.get("text") or "")
     return ""
 
@@ -60,14 +64,6 @@ def _event_error(chunk: bytes) -> str | None:
     if isinstance(obj, dict) and isinstance(obj.get("error"), dict):
         return str(obj["error"].get("message") or obj["error"])
     return None
-
-
-def _reply_text(rec: Record) -> str:
-    choices = (rec.reply or {}).get("choices") or []
-    if choices and isinstance(choices[0], dict):
-        message = choices[0].get("message") or {}
-        return str(message.get("content") or choices[0].get("text") or "")
-    return rec.body.decode("utf-8", errors="replace")
 
 
 async def _play(rec: Record, speed: float, raw: bool) -> None:
@@ -84,7 +80,7 @@ async def _play(rec: Record, speed: float, raw: bool) -> None:
         out.flush()
     if not raw:
         if not event_stream:
-            out.write(_reply_text(rec).encode())
+            out.write((reply_text(rec.reply) or rec.body.decode("utf-8", errors="replace")).encode())
         out.write(b"\n")
         out.flush()
     if not ended_cleanly(rec):

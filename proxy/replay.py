@@ -42,7 +42,6 @@ async def paced(pieces: Sequence[Piece], speed: float, *, join: bool = False) ->
     """Yield each piece at its recorded offset divided by ``speed`` (0: no pauses), after its
     stall. With ``join`` at speed 0, the pieces between stalls come as one: same bytes, a
     fraction of the writes."""
-    loop = asyncio.get_running_loop()
     if speed == 0 and join:
         run: list[bytes] = []
         for piece in pieces:
@@ -55,6 +54,7 @@ async def paced(pieces: Sequence[Piece], speed: float, *, join: bool = False) ->
         if run:
             yield b"".join(run)
         return
+    loop = asyncio.get_running_loop()
     base = loop.time()
     for piece in pieces:
         if speed > 0 and piece.at_ms is not None:

@@ -219,7 +219,9 @@ async def test_cli_replay_prints_the_deltas_and_raw_writes_the_bytes(
     fake_upstream: FakeUpstream, proxy_factory: ProxyFactory, db_url: str, tmp_path: Path
 ) -> None:
     proxy = await proxy_factory()
-    original = await record_cases(proxy, fake_upstream, ["chat_simple", "responses_text", "chat_truncated"])
+    original = await record_cases(
+        proxy, fake_upstream, ["chat_simple", "responses_text", "chat_truncated", "chat_refusal", "chat_simple_whole"]
+    )
     await proxy.stop()
     chat_id = original["chat_simple"].recording_id
     text = cli("replay", chat_id, "--speed", "0", "--db", db_url, cwd=tmp_path)
@@ -229,6 +231,9 @@ async def test_cli_replay_prints_the_deltas_and_raw_writes_the_bytes(
     assert raw.stdout == original["chat_simple"].body
     responses = cli("replay", original["responses_text"].recording_id, "--speed", "0", "--db", db_url, cwd=tmp_path)
     assert responses.stdout.decode() == shapes.SHAPES["responses_text"].text + "\n"
+    for name in ("chat_refusal", "chat_simple_whole"):
+        shown = cli("replay", original[name].recording_id, "--speed", "0", "--db", db_url, cwd=tmp_path)
+        assert shown.stdout.decode() == shapes.SHAPES[name.removesuffix("_whole")].text + "\n", name
     cut = cli("replay", original["chat_truncated"].recording_id, "--speed", "0", "--db", db_url, cwd=tmp_path)
     assert cut.stdout.decode() == "Hello! How\n" and b"upstream_closed" in cut.stderr
     missing = cli("replay", "01NOPE", "--db", db_url, cwd=tmp_path)

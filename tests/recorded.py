@@ -4,11 +4,15 @@ raw responses (a cut body included) the way a client sees them."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import orjson
+from click.testing import CliRunner
+
+from proxy.cli import main
 
 from tests import shapes
 from tests.conftest import API_KEY, RunningProxy
@@ -97,3 +101,17 @@ async def record_cases(proxy: RunningProxy, fake: FakeUpstream, names: list[str]
         out[case.name] = await fetch("POST", proxy.url + case.path, case.request)
     await proxy.drain()
     return out
+
+
+@dataclass(frozen=True)
+class Ran:
+    returncode: int
+    stdout: bytes
+    stderr: str
+
+
+async def cli(*args: str) -> Ran:
+    """``streamproxy ARGS`` in this process (click's runner), off the event loop: each command
+    runs its own loop, as it does from a shell."""
+    result = await asyncio.to_thread(CliRunner().invoke, main, list(args), catch_exceptions=False)
+    return Ran(result.exit_code, result.stdout_bytes, result.stderr)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,12 +13,8 @@ import pytest
 
 from tests.conftest import API_KEY, ProxyFactory
 from tests.fakes import FakeUpstream, Script
-from tests.recorded import CASES, fetch, record_cases
+from tests.recorded import CASES, cli, fetch, record_cases
 from tests.test_relay import REQUEST, chat_events
-
-
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "proxy", *args], capture_output=True, text=True, cwd=cwd, timeout=60)
 
 
 async def test_export_import_replay_round_trip(
@@ -31,7 +25,7 @@ async def test_export_import_replay_round_trip(
     await recorder.stop()
 
     first = tmp_path / "first.jsonl"
-    exported = cli("export", "--db", db_url, "-o", str(first), cwd=tmp_path)
+    exported = await cli("export", "--db", db_url, "-o", str(first))
     assert exported.returncode == 0, exported.stderr
     lines = first.read_bytes().splitlines()
     assert len(lines) == len(CASES)
@@ -39,17 +33,17 @@ async def test_export_import_replay_round_trip(
     assert [o["id"] for o in objs] == sorted(o["id"] for o in objs)  # oldest first
     assert all(next(iter(o)) == "format" and o["format"] == 1 for o in objs)
     assert API_KEY not in first.read_text()
-    assert cli("export", "--db", db_url, cwd=tmp_path).stdout.encode() == first.read_bytes()  # stable, to stdout too
+    assert (await cli("export", "--db", db_url)).stdout == first.read_bytes()  # stable, to stdout too
 
     other_db = f"sqlite+aiosqlite:///{tmp_path / 'other.db'}"
-    imported = cli("import", str(first), "--db", other_db, cwd=tmp_path)
+    imported = await cli("import", str(first), "--db", other_db)
     assert imported.returncode == 0, imported.stderr
     assert f"imported {len(CASES)} new recording(s)" in imported.stderr
-    again = cli("import", str(first), "--db", other_db, cwd=tmp_path)
+    again = await cli("import", str(first), "--db", other_db)
     assert again.returncode == 0 and f"imported 0 new recording(s) from {first} ({len(CASES)} already stored)" in again.stderr
 
     second = tmp_path / "second.jsonl"
-    assert cli("export", "--db", other_db, "-o", str(second), cwd=tmp_path).returncode == 0
+    assert (await cli("export", "--db", other_db, "-o", str(second))).returncode == 0
     assert second.read_bytes() == first.read_bytes()
 
     await fake_upstream.stop()
@@ -64,9 +58,9 @@ async def test_export_filters(fake_upstream: FakeUpstream, proxy_factory: ProxyF
     proxy = await proxy_factory()
     original = await record_cases(proxy, fake_upstream, ["chat_simple", "responses_text", "completions"])
     await proxy.stop()
-    only = cli("export", "--db", db_url, "--path", "/v1/responses", cwd=tmp_path)
+    only = await cli("export", "--db", db_url, "--path", "/v1/responses")
     assert [orjson.loads(line)["id"] for line in only.stdout.splitlines()] == [original["responses_text"].recording_id]
-    bad = cli("export", "--db", db_url, "--outcome", "fine", cwd=tmp_path)
+    bad = await cli("export", "--db", db_url, "--outcome", "fine")
     assert bad.returncode == 2 and bad.stderr.startswith("streamproxy: error: unknown outcome 'fine'")
 
 
@@ -76,27 +70,27 @@ async def test_a_bad_line_is_named_and_every_good_line_is_imported(
     proxy = await proxy_factory()
     await record_cases(proxy, fake_upstream, ["chat_simple", "completions"])
     await proxy.stop()
-    good = cli("export", "--db", db_url, cwd=tmp_path).stdout.splitlines()
+    good = (await cli("export", "--db", db_url)).stdout.splitlines()
     unsupported = orjson.loads(good[0])
     unsupported["format"] = 2
     mixed = tmp_path / "mixed.jsonl"
-    mixed.write_text("\n".join([good[0], "{not json", "", orjson.dumps(unsupported).decode(), good[1], '{"id": "x"}']) + "\n")
+    mixed.write_bytes(b"\n".join([good[0], b"{not json", b"", orjson.dumps(unsupported), good[1], b'{"id": "x"}']) + b"\n")
     other_db = f"sqlite+aiosqlite:///{tmp_path / 'other.db'}"
-    result = cli("import", str(mixed), "--db", other_db, cwd=tmp_path)
+    result = await cli("import", str(mixed), "--db", other_db)
     assert result.returncode == 1
     err = result.stderr
     assert f"{mixed}:2: not JSON" in err
     assert f"{mixed}:4: unsupported recording format 2" in err
     assert f"{mixed}:6: not a recording" in err
     assert "3 bad line(s)" in err and "Traceback" not in err
-    back = cli("export", "--db", other_db, cwd=tmp_path).stdout.splitlines()
+    back = (await cli("export", "--db", other_db)).stdout.splitlines()
     assert back == good
 
 
-def test_export_never_creates_a_database(tmp_path: Path) -> None:
-    result = cli("export", "-o", str(tmp_path / "out.jsonl"), cwd=tmp_path)
+async def test_export_never_creates_a_database(tmp_path: Path) -> None:
+    result = await cli("export", "--db", f"sqlite+aiosqlite:///{tmp_path / 'absent.db'}", "-o", str(tmp_path / "out.jsonl"))
     assert result.returncode != 0 and "no database" in result.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.fixture
@@ -128,10 +122,10 @@ async def test_import_into_postgresql_and_replay_from_it_in_order(
     original = await record_cases(recorder, fake_upstream, ["chat_tools", "chat_truncated"])
     await recorder.stop()
     export = tmp_path / "all.jsonl"
-    assert cli("export", "--db", db_url, "-o", str(export), cwd=tmp_path).returncode == 0
-    imported = cli("import", str(export), "--db", pg_db_url, cwd=tmp_path)
+    assert (await cli("export", "--db", db_url, "-o", str(export))).returncode == 0
+    imported = await cli("import", str(export), "--db", pg_db_url)
     assert imported.returncode == 0, imported.stderr
-    assert cli("export", "--db", pg_db_url, cwd=tmp_path).stdout.encode() == export.read_bytes()
+    assert (await cli("export", "--db", pg_db_url)).stdout == export.read_bytes()
 
     replayer = await proxy_factory(db=pg_db_url, mode="replay", replay_speed=0)
     answers = [await fetch("POST", replayer.base_url + "/chat/completions", {**REQUEST, "stream": True}) for _ in range(3)]

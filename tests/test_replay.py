@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 from pathlib import Path
 
 import aiohttp
@@ -16,7 +14,7 @@ from tests import shapes
 from tests.conftest import API_KEY, ProxyFactory
 from tests.fakes import FakeUpstream, Script
 from tests.processes import ServeProcess
-from tests.recorded import CASES, fetch, record_cases
+from tests.recorded import CASES, cli, fetch, record_cases
 from tests.test_relay import PIECES, REQUEST, chat_events
 
 
@@ -211,10 +209,6 @@ async def test_replay_by_id_endpoint(fake_upstream: FakeUpstream, proxy_factory:
     assert missing.status == 404 and orjson.loads(missing.body)["error"]["code"] == "not_found"
 
 
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([sys.executable, "-m", "proxy", *args], capture_output=True, cwd=cwd, timeout=60)
-
-
 async def test_cli_replay_prints_the_deltas_and_raw_writes_the_bytes(
     fake_upstream: FakeUpstream, proxy_factory: ProxyFactory, db_url: str, tmp_path: Path
 ) -> None:
@@ -224,23 +218,22 @@ async def test_cli_replay_prints_the_deltas_and_raw_writes_the_bytes(
     )
     await proxy.stop()
     chat_id = original["chat_simple"].recording_id
-    text = cli("replay", chat_id, "--speed", "0", "--db", db_url, cwd=tmp_path)
+    text = await cli("replay", chat_id, "--speed", "0", "--db", db_url)
     assert text.returncode == 0, text.stderr
     assert text.stdout.decode() == shapes.SHAPES["chat_simple"].text + "\n"
-    raw = cli("replay", chat_id, "--raw", "--db", db_url, cwd=tmp_path)
+    raw = await cli("replay", chat_id, "--raw", "--db", db_url)
     assert raw.stdout == original["chat_simple"].body
-    responses = cli("replay", original["responses_text"].recording_id, "--speed", "0", "--db", db_url, cwd=tmp_path)
+    responses = await cli("replay", original["responses_text"].recording_id, "--speed", "0", "--db", db_url)
     assert responses.stdout.decode() == shapes.SHAPES["responses_text"].text + "\n"
     for name in ("chat_refusal", "chat_simple_whole"):
-        shown = cli("replay", original[name].recording_id, "--speed", "0", "--db", db_url, cwd=tmp_path)
+        shown = await cli("replay", original[name].recording_id, "--speed", "0", "--db", db_url)
         assert shown.stdout.decode() == shapes.SHAPES[name.removesuffix("_whole")].text + "\n", name
-    cut = cli("replay", original["chat_truncated"].recording_id, "--speed", "0", "--db", db_url, cwd=tmp_path)
-    assert cut.stdout.decode() == "Hello! How\n" and b"upstream_closed" in cut.stderr
-    missing = cli("replay", "01NOPE", "--db", db_url, cwd=tmp_path)
-    assert missing.returncode != 0 and missing.stderr.decode().startswith("streamproxy: error: no recording 01NOPE")
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    no_db = cli("replay", "01NOPE", cwd=elsewhere)
-    assert no_db.returncode != 0 and b"no database" in no_db.stderr
-    assert list(elsewhere.iterdir()) == []
+    cut = await cli("replay", original["chat_truncated"].recording_id, "--speed", "0", "--db", db_url)
+    assert cut.stdout.decode() == "Hello! How\n" and "upstream_closed" in cut.stderr
+    missing = await cli("replay", "01NOPE", "--db", db_url)
+    assert missing.returncode != 0 and missing.stderr.startswith("streamproxy: error: no recording 01NOPE")
+    absent = tmp_path / "absent.db"
+    no_db = await cli("replay", "01NOPE", "--db", f"sqlite+aiosqlite:///{absent}")
+    assert no_db.returncode != 0 and "no database" in no_db.stderr
+    assert not absent.exists()
     assert API_KEY.encode() not in raw.stdout

@@ -16,7 +16,7 @@ import pytest
 from proxy.faults import FaultError, Faults, error_event, parse_faults, plan
 from tests.conftest import ProxyFactory, RunningProxy
 from tests.fakes import FakeUpstream
-from tests.recorded import fetch
+from tests.recorded import CASES, fetch, record_cases
 from tests.test_relay import REQUEST, chat_events
 
 WORDS = ["one", "two", "three", "four"]
@@ -171,3 +171,24 @@ def test_plan_applies_faults_to_the_chunks() -> None:
     assert [p.data for p in err.pieces] == [*EVENTS[:3], error_event(2)] and err.clean_end
     stall = plan(chunks, offsets, Faults(stalls={4: 100.0}))
     assert [p.stall_ms for p in stall.pieces] == [0, 0, 0, 0, 100.0, 0, 0, 0]
+
+
+async def test_cut_and_error_raise_in_the_responses_api_too(fake_upstream: FakeUpstream, proxy_factory: ProxyFactory) -> None:
+    recorder = await proxy_factory()
+    await record_cases(recorder, fake_upstream, ["responses_text"])
+    replayer = await proxy_factory(mode="replay", replay_speed=0)
+    request = {k: v for k, v in next(c for c in CASES if c.name == "responses_text").request.items() if k != "stream"}
+    client = openai.AsyncOpenAI(base_url=replayer.base_url, api_key="sk-dummy", max_retries=0, timeout=10)
+    try:
+        for fault, error, says in (
+            ("error=2", openai.APIError, "error after chunk 2"),
+            ("cut=2", openai.APIConnectionError, "Connection error"),
+        ):
+            seen: list[str] = []
+            with pytest.raises(error, match=says):
+                stream = await client.responses.create(**request, stream=True, extra_headers={"X-Streamproxy-Fault": fault})
+                async for event in stream:
+                    seen.append(event.type)
+            assert seen == ["response.created", "response.in_progress", "response.output_item.added"], fault
+    finally:
+        await client.close()

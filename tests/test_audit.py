@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,7 @@ import pytest
 from proxy.record import Outcome, Record
 from proxy.store import Store, open_store
 from tests.conftest import ProxyFactory, RunningProxy
+from tests.recorded import cli
 from tests.recordings import T0, make_record
 
 ADMIN = "the-admin-token"
@@ -116,10 +115,6 @@ async def test_admin_token_guards_every_audit_route(proxy_factory: ProxyFactory)
                 assert r.status == 200
 
 
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "proxy", *args], capture_output=True, text=True, cwd=cwd, timeout=60)
-
-
 @pytest.fixture
 async def cli_db(tmp_path: Path) -> tuple[str, list[Record]]:
     db = f"sqlite+aiosqlite:///{tmp_path / 'audit.db'}"
@@ -131,27 +126,27 @@ async def cli_db(tmp_path: Path) -> tuple[str, list[Record]]:
     return db, records
 
 
-def test_list_filters_pages_and_json(cli_db: tuple[str, list[Record]], tmp_path: Path) -> None:
+async def test_list_filters_pages_and_json(cli_db: tuple[str, list[Record]], tmp_path: Path) -> None:
     db, records = cli_db
-    out = cli("list", "--json", "--model", "gpt-4o-mini", "--search", "capital", "--db", db, cwd=tmp_path)
+    out = await cli("list", "--json", "--model", "gpt-4o-mini", "--search", "capital", "--db", db)
     assert out.returncode == 0, out.stderr
     assert [r["id"] for r in orjson.loads(out.stdout)] == [records[1].id]
 
-    first = cli("list", "--limit", "2", "--db", db, cwd=tmp_path)
-    assert first.returncode == 0 and len(first.stdout.splitlines()) == 3  # header and two rows
+    first = await cli("list", "--limit", "2", "--db", db)
+    assert first.returncode == 0 and len(first.stdout.decode().splitlines()) == 3  # header and two rows
     cursor = first.stderr.split("--cursor ")[1].strip()
-    rest = orjson.loads(cli("list", "--json", "--cursor", cursor, "--db", db, cwd=tmp_path).stdout)
+    rest = orjson.loads((await cli("list", "--json", "--cursor", cursor, "--db", db)).stdout)
     assert [r["id"] for r in rest] == [records[1].id, records[0].id]
 
-    bad = cli("list", "--outcome", "fine", "--db", db, cwd=tmp_path)
+    bad = await cli("list", "--outcome", "fine", "--db", db)
     assert bad.returncode == 2 and bad.stderr.startswith("streamproxy: error: unknown outcome")
 
 
-def test_show_reads_as_a_conversation(cli_db: tuple[str, list[Record]], tmp_path: Path) -> None:
+async def test_show_reads_as_a_conversation(cli_db: tuple[str, list[Record]], tmp_path: Path) -> None:
     db, records = cli_db
-    out = cli("show", records[1].id, "--db", db, cwd=tmp_path)
+    out = await cli("show", records[1].id, "--db", db)
     assert out.returncode == 0, out.stderr
-    text = out.stdout
+    text = out.stdout.decode()
     for expected in (
         "[system]", "Be brief.", "[user]", "capital of France",           # messages by role
         'tool call get_weather [call_1]: {"city": "Paris"}', "18°C and sunny",  # the tool round trip
@@ -163,14 +158,14 @@ def test_show_reads_as_a_conversation(cli_db: tuple[str, list[Record]], tmp_path
         assert expected in text, expected
     assert text.index("[user]") < text.index("=== reply ===")
 
-    as_json = orjson.loads(cli("show", records[1].id, "--json", "--db", db, cwd=tmp_path).stdout)
+    as_json = orjson.loads((await cli("show", records[1].id, "--json", "--db", db)).stdout)
     assert as_json["id"] == records[1].id and "chunks" not in as_json
-    missing = cli("show", "01NOTHERE", "--db", db, cwd=tmp_path)
+    missing = await cli("show", "01NOTHERE", "--db", db)
     assert missing.returncode == 1 and "no recording 01NOTHERE" in missing.stderr
 
 
-def test_db_upgrade_json(tmp_path: Path) -> None:
-    out = cli("db", "upgrade", "--json", "--db", f"sqlite+aiosqlite:///{tmp_path / 'u.db'}", cwd=tmp_path)
+async def test_db_upgrade_json(tmp_path: Path) -> None:
+    out = await cli("db", "upgrade", "--json", "--db", f"sqlite+aiosqlite:///{tmp_path / 'u.db'}")
     assert out.returncode == 0, out.stderr
     info = orjson.loads(out.stdout)
     assert info["revision"] == info["head"] == "0002"

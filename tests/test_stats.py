@@ -3,8 +3,6 @@ PostgreSQL, from the store, the CLI and ``GET /recordings/stats``."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -20,6 +18,7 @@ from proxy.store.stats import GroupBy, compute_stats, percentile
 from tests.conftest import RunningProxy
 from tests.fakes import FakeUpstream
 from tests.pg import any_db_url, pg_url  # noqa: F401 - fixtures
+from tests.recorded import cli
 from tests.recordings import T0, make_record
 from tests.test_relay import PIECES, REQUEST, chat_events, raw_post
 
@@ -93,30 +92,26 @@ async def test_filters_apply(store: Store) -> None:
     assert empty["groups"] == []
 
 
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "proxy", *args], capture_output=True, text=True, cwd=cwd, timeout=60)
-
-
 async def test_cli_stats(tmp_path: Path) -> None:
     db = f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"
     engine = await open_store(db, create=True)
     await Store(engine).insert([make_record(model=m, ttfb_ms=t, duration_ms=d, at=T0 + timedelta(minutes=i)) for i, (m, _, _, t, d, _, _) in enumerate(ROWS)])
     await engine.dispose()
 
-    as_json = cli("stats", "--by", "model", "--json", "--db", db, cwd=tmp_path)
+    as_json = await cli("stats", "--by", "model", "--json", "--db", db)
     assert as_json.returncode == 0, as_json.stderr
     assert [g["requests"] for g in orjson.loads(as_json.stdout)["groups"]] == [4, 2]
 
-    table = cli("stats", "--by", "model", "--db", db, cwd=tmp_path)
+    table = await cli("stats", "--by", "model", "--db", db)
     assert table.returncode == 0, table.stderr
-    lines = table.stdout.splitlines()
+    lines = table.stdout.decode().splitlines()
     assert lines[0].startswith("MODEL") and "TTFB p50/p95" in lines[0]
     assert lines[1].split()[:2] == ["gpt-4o", "4"] and "25/38" in lines[1]
 
-    assert orjson.loads(cli("stats", "--since", "2026-11-01T12:03:00Z", "--json", "--db", db, cwd=tmp_path).stdout)["total"]["requests"] == 3
-    bad = cli("stats", "--by", "colour", "--db", db, cwd=tmp_path)
+    assert orjson.loads((await cli("stats", "--since", "2026-11-01T12:03:00Z", "--json", "--db", db)).stdout)["total"]["requests"] == 3
+    bad = await cli("stats", "--by", "colour", "--db", db)
     assert bad.returncode != 0 and "colour" in bad.stderr
-    missing = cli("stats", "--db", f"sqlite+aiosqlite:///{tmp_path / 'none.db'}", cwd=tmp_path)
+    missing = await cli("stats", "--db", f"sqlite+aiosqlite:///{tmp_path / 'none.db'}")
     assert missing.returncode != 0 and "no database" in missing.stderr
     assert not (tmp_path / "none.db").exists()
 

@@ -116,6 +116,9 @@ async def test_browse_filter_and_read_a_recording(ui_proxy: RunningProxy, page: 
     await page.reload()  # the token stays for this tab, the filters stay in the address
     await expect(rows).to_have_count(1)
     await expect(page.locator("input[name=search]")).to_have_value("script")
+    await page.click("#clear")
+    await expect(rows).to_have_count(3)
+    await expect(page.locator("input[name=search]")).to_have_value("")
 
 
 async def test_ui_needs_the_admin_token(ui_proxy: RunningProxy) -> None:

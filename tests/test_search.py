@@ -110,6 +110,8 @@ async def test_sqlite_search_uses_the_fts_index(tmp_path: Path) -> None:
 def test_search_terms() -> None:
     assert search_terms('Rate  "Limit For" x') == ["rate", "limit for", "x"]
     assert search_terms('unbalanced "quote') == ["unbalanced", '"quote']
+    assert search_terms("it's \"rate limit\" C:\\tmp") == ["it's", "rate limit", "c:\\tmp"]
+    assert search_terms(' "" ') == []
 
 
 async def _migrate_to(engine: AsyncEngine, revision: str, *, down: bool = False) -> None:

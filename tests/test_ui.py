@@ -138,3 +138,15 @@ async def test_ui_is_loopback_only_without_a_token(proxy: RunningProxy) -> None:
     async with aiohttp.ClientSession() as s:
         async with s.get(proxy.url + "/ui") as r:
             assert r.status == 200 and "<title>streamproxy" in await r.text()
+
+
+async def test_more_pages_through_the_list_on_loopback_without_a_token(proxy: RunningProxy, page: Any, expect: Any) -> None:
+    await proxy.store.insert([make_record(f"question {i}", f"answer {i}", at=T0 + timedelta(seconds=i)) for i in range(55)])
+    await page.goto(proxy.url + "/ui")
+    rows = page.locator("#recordings tbody tr")
+    await expect(rows).to_have_count(50)  # no token asked for: loopback and no --admin-token
+    await expect(page.locator("#token-panel")).to_be_hidden()
+    await page.click("#more")
+    await expect(rows).to_have_count(55)
+    await expect(page.locator("#more")).to_be_hidden()
+    await expect(rows.last).to_contain_text(":00:00")  # the oldest comes last

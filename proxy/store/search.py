@@ -14,7 +14,7 @@ walk a long list of matches before ordering them).
 
 from __future__ import annotations
 
-import shlex
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -41,12 +41,13 @@ _SELECTIVE = 1000
 _WINDOW = 5000
 
 
+_TERM = re.compile(r'"([^"]*)"|(\S+)')
+
+
 def search_terms(text: str) -> list[str]:
-    """Lower-cased terms: words, or "quoted phrases" kept whole. Unbalanced quotes count as plain words."""
-    try:
-        terms = shlex.split(text)
-    except ValueError:
-        terms = text.split()
+    """Lower-cased terms: words, or "double-quoted phrases" kept whole. Apostrophes and
+    backslashes are plain characters; an unbalanced double quote stays part of its word."""
+    terms = (phrase or word for phrase, word in _TERM.findall(text))
     return [t.lower() for t in terms if t.strip()]
 
 

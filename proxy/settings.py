@@ -111,8 +111,13 @@ def normalize_db_url(value: str) -> str:
 
 
 def mask_url(value: str) -> str:
-    """The URL with any password replaced, for messages and logs."""
-    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", value)
+    """The URL with any password replaced, for messages and logs.
+
+    The password is read the way SQLAlchemy reads it (up to the last ``@`` before the host), and a
+    ``password=`` query parameter, which asyncpg also accepts, is masked too.
+    """
+    masked = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", value)
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", masked, flags=re.IGNORECASE)
 
 
 def sqlite_path(db_url: str) -> Path | None:
@@ -142,7 +147,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     upstream: str = DEFAULT_UPSTREAM
-    db: str = DEFAULT_DB
+    db: str = field(default=DEFAULT_DB, repr=False)  # may hold a password
     mode: Mode = Mode.RECORD
     replay_speed: float = 1.0
     match_ignore: tuple[str, ...] = ()

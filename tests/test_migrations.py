@@ -1,0 +1,81 @@
+"""Alembic migrations on both backends: empty to head matches the models, and ``serve`` migrates by itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.config import Config
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import inspect
+from sqlalchemy.engine import Connection
+
+from proxy.store.engine import MIGRATIONS_DIR, _alembic_config, create_engine, current_revision, head_revision, migrate
+from proxy.store.models import Base
+from tests.fakes import FakeUpstream
+from tests.processes import ServeProcess
+
+
+def _older_revisions() -> list[str | None]:
+    """Every revision a database can be at short of head; None is an empty database."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    script = ScriptDirectory.from_config(cfg)
+    revs = [r.revision for r in reversed(list(script.walk_revisions()))]
+    return [None, *revs[:-1]]
+
+
+@pytest.fixture
+def empty_db(db_url: str, request: pytest.FixtureRequest) -> str:
+    """``db_url`` with nothing in it, not even the migration history."""
+    if db_url.startswith("postgresql"):
+        request.getfixturevalue("pg_database").empty()
+    return db_url
+
+
+def _diff(conn: Connection) -> list[object]:
+    return list(compare_metadata(MigrationContext.configure(conn), Base.metadata))
+
+
+def _tables(conn: Connection) -> set[str]:
+    return set(inspect(conn).get_table_names())
+
+
+async def test_migrations_run_from_empty_to_head_and_match_the_models(empty_db: str) -> None:
+    engine = create_engine(empty_db)
+    try:
+        assert await current_revision(engine) is None
+        await migrate(engine)
+        assert await current_revision(engine) == head_revision()
+        async with engine.connect() as conn:
+            assert await conn.run_sync(_diff) == []
+        await migrate(engine)  # idempotent at head
+        async with engine.begin() as conn:
+            await conn.run_sync(lambda c: command.downgrade(_alembic_config(c), "base"))
+        async with engine.connect() as conn:
+            assert await conn.run_sync(_tables) <= {"alembic_version"}
+        await migrate(engine)
+        assert await current_revision(engine) == head_revision()
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize("start", _older_revisions(), ids=lambda r: f"from-{r or 'empty'}")
+async def test_serve_brings_an_empty_or_older_database_to_head(
+    empty_db: str, start: str | None, fake_upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    engine = create_engine(empty_db)
+    try:
+        if start is not None:
+            async with engine.begin() as conn:
+                await conn.run_sync(lambda c: command.upgrade(_alembic_config(c), start))
+        assert await current_revision(engine) == start
+        server = ServeProcess("--upstream", fake_upstream.url, "--db", empty_db, log_path=tmp_path / "serve.log")
+        await server.start()
+        assert await server.stop() == 0
+        assert await current_revision(engine) == head_revision()
+    finally:
+        await engine.dispose()

@@ -187,7 +187,14 @@ class Recorder:
         self._retry_delay = _RETRY_MIN
 
     async def drain(self, timeout: float | None = None) -> None:
-        """Wait until everything submitted so far is in the database or the spool."""
+        """Wait until everything submitted so far is in the database or the spool.
+
+        Recordings waiting in the spool get one attempt at the database now, without waiting out
+        the retry delay (after an outage, a drain tells whether they got in).
+        """
+        if self._spool_waiting:
+            self._retry_at = 0.0
+            self._idle.clear()
         self._wake.set()
         await asyncio.wait_for(self._idle.wait(), timeout)
 

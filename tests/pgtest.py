@@ -63,6 +63,12 @@ class PgDatabase:
         self.dsn = str(URL(admin_dsn).with_path("/" + self.name))
 
     @property
+    def address(self) -> tuple[str, int]:
+        """The server's host and port."""
+        url = URL(self.dsn)
+        return url.host or "127.0.0.1", url.port or 5432
+
+    @property
     def url(self) -> str:
         """The SQLAlchemy URL streamproxy takes."""
         return "postgresql+asyncpg://" + self.dsn.split("://", 1)[1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,13 @@ async def test_serve_brings_an_empty_or_older_database_to_head(
         assert await current_revision(engine) == head_revision()
     finally:
         await engine.dispose()
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+async def test_instances_migrating_one_database_at_once_take_turns(empty_db: str) -> None:
+    engines = [create_engine(empty_db) for _ in range(3)]
+    try:
+        await asyncio.wait_for(asyncio.gather(*(migrate(e) for e in engines)), 60)
+        assert await current_revision(engines[0]) == head_revision()
+    finally:
+        await asyncio.gather(*(e.dispose() for e in engines))

@@ -1,10 +1,13 @@
-"""PostgreSQL as the scale path: an outage that costs nothing, no password in any log."""
+"""PostgreSQL as the scale path: several instances on one database, an outage that costs nothing,
+no password in any log."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import openai
 import pytest
 
@@ -13,6 +16,7 @@ from proxy.store import Store, create_engine
 from tests.conftest import API_KEY, ProxyFactory
 from tests.fakes import FakeUpstream, Script
 from tests.pgtest import PgDatabase
+from tests.processes import ServeProcess
 from tests.tcprelay import TcpRelay
 from tests.test_relay import PIECES, REQUEST, chat_events
 
@@ -70,3 +74,66 @@ async def test_database_outage_mid_stream_loses_nothing(
             await client.close()
         await relay.close()
         await direct.engine.dispose()
+
+
+async def _get_json(session: aiohttp.ClientSession, url: str) -> Any:
+    async with session.get(url) as r:
+        assert r.status == 200, await r.text()
+        return await r.json()
+
+
+async def _chat(base_url: str) -> tuple[str, str]:
+    async with openai.AsyncOpenAI(base_url=base_url, api_key=API_KEY, max_retries=0) as client:
+        resp = await client.chat.completions.with_raw_response.create(**REQUEST, stream=True)
+        return resp.headers["x-recording-id"], await _text(resp.parse())
+
+
+def _two_instances(db: str, upstream: str, tmp_path: Path, generation: str) -> list[ServeProcess]:
+    return [
+        ServeProcess(
+            "--upstream", upstream, "--db", db, "--spool-dir", str(tmp_path / f"spool-{name}"),
+            log_path=tmp_path / f"{name}-{generation}.log",
+        )
+        for name in ("a", "b")
+    ]
+
+
+@postgres_only
+async def test_two_instances_share_one_database(
+    db_url: str, pg_database: PgDatabase, fake_upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    pg_database.empty()  # both start together on an empty database: they must not race to migrate
+    fake_upstream.sse(CHAT, chat_events(PIECES))
+    servers = _two_instances(db_url, fake_upstream.url, tmp_path, "first")
+    try:
+        await asyncio.gather(*(s.start() for s in servers))
+        results = await asyncio.gather(*(_chat(servers[i % 2].base_url) for i in range(16)))
+    finally:
+        # SIGTERM flushes every buffered recording before exit: no waiting on the recorders.
+        codes = await asyncio.gather(*(s.stop() for s in servers))
+    assert codes == [0, 0]
+    assert [text for _, text in results] == ["".join(PIECES)] * 16
+    ids = [rec_id for rec_id, _ in results]
+    assert len(set(ids)) == 16
+
+    direct = Store(create_engine(db_url))
+    try:
+        stored, _ = await direct.list(Filters(), limit=100)
+    finally:
+        await direct.engine.dispose()
+    assert sorted(r.id for r in stored) == sorted(ids)  # every recording once, none twice
+
+    servers = _two_instances(db_url, fake_upstream.url, tmp_path, "second")
+    try:
+        await asyncio.gather(*(s.start() for s in servers))
+        async with aiohttp.ClientSession() as http:
+            for server in servers:
+                listed = await _get_json(http, server.url + "/recordings?limit=100")
+                assert sorted(r["id"] for r in listed["recordings"]) == sorted(ids)
+                for rec_id in ids:
+                    rec = await _get_json(http, f"{server.url}/recordings/{rec_id}?chunks=1")
+                    assert rec["id"] == rec_id
+                    assert rec["reply"]["choices"][0]["message"]["content"] == "".join(PIECES)
+                    assert "".join(c["data"] for c in rec["chunks"]) == b"".join(chat_events(PIECES)).decode()
+    finally:
+        assert await asyncio.gather(*(s.stop() for s in servers)) == [0, 0]

@@ -4,14 +4,18 @@ no password in any log."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import openai
 import pytest
 
 from proxy.filters import Filters
+from proxy.settings import Settings, mask_url
 from proxy.store import Store, create_engine
 from tests.conftest import API_KEY, ProxyFactory
 from tests.fakes import FakeUpstream, Script
@@ -137,3 +141,53 @@ async def test_two_instances_share_one_database(
                     assert "".join(c["data"] for c in rec["chunks"]) == b"".join(chat_events(PIECES)).decode()
     finally:
         assert await asyncio.gather(*(s.stop() for s in servers)) == [0, 0]
+
+
+SECRET = "s3cr3t/Pa55:w0rd"
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([sys.executable, "-m", "proxy", *args], capture_output=True, cwd=cwd, timeout=60)
+
+
+def test_mask_url_hides_every_form_of_password() -> None:
+    assert mask_url(f"postgresql+asyncpg://postgres:{SECRET}@db:5432/x") == "postgresql+asyncpg://postgres:***@db:5432/x"
+    assert mask_url(f"postgresql+asyncpg://postgres@db/x?password={SECRET}&ssl=require") == (
+        "postgresql+asyncpg://postgres@db/x?password=***&ssl=require"
+    )
+    assert mask_url("postgresql+asyncpg://postgres@db:5432/x") == "postgresql+asyncpg://postgres@db:5432/x"
+    assert SECRET not in repr(Settings(db=f"postgresql+asyncpg://postgres:{SECRET}@db/x"))
+
+
+@postgres_only
+async def test_database_password_is_never_printed(
+    db_url: str, pg_database: PgDatabase, fake_upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    """serve at debug level through a database outage, db upgrade, prune: no output holds the password."""
+    relay = await TcpRelay(*pg_database.address).start()
+    secret_url = pg_database.url_via("127.0.0.1", relay.port).replace("://postgres@", f"://postgres:{SECRET}@")
+    fake_upstream.sse(CHAT, chat_events(PIECES))
+    server = ServeProcess(
+        "--upstream", fake_upstream.url, "--db", secret_url, "--log-level", "debug", "--access-log",
+        "--spool-dir", str(tmp_path / "spool"), log_path=tmp_path / "serve.log",
+    )
+    try:
+        await server.start()
+        await _chat(server.base_url)
+        await relay.cut()
+        await _chat(server.base_url)  # its recording fails to reach the database: a warning is logged
+        await relay.restore()
+    finally:
+        assert await server.stop() == 0
+        await relay.close()
+    log = (tmp_path / "serve.log").read_bytes()
+    assert b"database write failed" in log and b"postgres:***@" in log
+    outputs = [log]
+    for args in (["db", "upgrade"], ["prune", "--older-than", "30d", "--dry-run"]):
+        done = await asyncio.to_thread(_cli, *args, "--db", secret_url.replace(f":{relay.port}/", ":5432/"), cwd=tmp_path)
+        outputs += [done.stdout, done.stderr]
+    unreachable = await asyncio.to_thread(_cli, "list", "--db", secret_url, cwd=tmp_path)  # the relay is gone
+    assert unreachable.returncode != 0
+    outputs += [unreachable.stdout, unreachable.stderr]
+    for out in outputs:
+        assert SECRET.encode() not in out and quote(SECRET, safe="").encode() not in out

@@ -175,7 +175,8 @@ def print_table(rows: list[Row]) -> None:
     table = [HEADER] + [r.cells() for r in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(HEADER))]
     for n, line in enumerate(table):
-        print(" | ".join(cell.rjust(w) if i > 1 else cell.ljust(w) for i, (cell, w) in enumerate(zip(line, widths))))
+        cells = (c.rjust(w) if i > 1 else c.ljust(w) for i, (c, w) in enumerate(zip(line, widths, strict=True)))
+        print(" | ".join(cells))
         if n == 0:
             print("-+-".join("-" * w for w in widths))
 
@@ -183,7 +184,9 @@ def print_table(rows: list[Row]) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--backends", default="sqlite,postgres", help="comma separated: sqlite, postgres")
-    p.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/test", help="PostgreSQL to create the bench database on")
+    p.add_argument(
+        "--pg", default="postgresql://postgres@127.0.0.1:5432/test", help="PostgreSQL to create the bench database on"
+    )
     p.add_argument("--recordings", type=int, default=2000, help="recordings in the max-throughput run")
     p.add_argument("--chunks", type=int, default=200, help="SSE events per recording")
     p.add_argument("--rates", default="50,200", help="paced loads, recordings a second (comma separated)")

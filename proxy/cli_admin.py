@@ -9,8 +9,8 @@ import click
 from proxy.cli import db_option, fail, run
 from proxy.cli_read import with_store
 from proxy.errors import ConfigError
-from proxy.record import iso
 from proxy.filters import parse_when
+from proxy.record import iso
 from proxy.settings import mask_url, normalize_db_url
 
 __all__ = ["register"]
@@ -36,10 +36,13 @@ class _Progress:
 
 @click.command()
 @db_option
-@click.option("--older-than", required=True, envvar="STREAMPROXY_OLDER_THAN", show_envvar=True, help="Delete recordings that started longer ago than this (30d, 12h, 2w), or before this ISO 8601 time.")
 @click.option(
-    "--batch-size", default=1000, show_default=True, envvar="STREAMPROXY_BATCH_SIZE", show_envvar=True, type=click.IntRange(1, 10000),
-    help="Recordings deleted per transaction; smaller holds locks for less time.",
+    "--older-than", required=True, envvar="STREAMPROXY_OLDER_THAN", show_envvar=True,
+    help="Delete recordings that started longer ago than this (30d, 12h, 2w), or before this ISO 8601 time.",
+)
+@click.option(
+    "--batch-size", default=1000, show_default=True, envvar="STREAMPROXY_BATCH_SIZE", show_envvar=True,
+    type=click.IntRange(1, 10000), help="Recordings deleted per transaction; smaller holds locks for less time.",
 )
 @click.option("--dry-run", is_flag=True, help="Only count what would be deleted.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask before deleting.")

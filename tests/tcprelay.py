@@ -58,15 +58,18 @@ class TcpRelay:
             return
         writers = (client_w, server_w)
         for w in writers:
-            self._transports.add(w.transport)  # type: ignore[arg-type]
-        pipes = [asyncio.create_task(self._pipe(client_r, server_w)), asyncio.create_task(self._pipe(server_r, client_w))]
+            self._transports.add(w.transport)
+        pipes = [
+            asyncio.create_task(self._pipe(client_r, server_w)),
+            asyncio.create_task(self._pipe(server_r, client_w)),
+        ]
         self._pipes.update(pipes)
         try:
             await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for w in writers:
                 w.transport.abort()
-                self._transports.discard(w.transport)  # type: ignore[arg-type]
+                self._transports.discard(w.transport)
             for p in pipes:
                 p.cancel()
             await asyncio.gather(*pipes, return_exceptions=True)

@@ -183,8 +183,9 @@ async def test_database_password_is_never_printed(
     log = (tmp_path / "serve.log").read_bytes()
     assert b"database write failed" in log and b"postgres:***@" in log
     outputs = [log]
+    direct_secret_url = secret_url.replace(f":{relay.port}/", f":{pg_database.address[1]}/")
     for args in (["db", "upgrade"], ["prune", "--older-than", "30d", "--dry-run"]):
-        done = await asyncio.to_thread(_cli, *args, "--db", secret_url.replace(f":{relay.port}/", ":5432/"), cwd=tmp_path)
+        done = await asyncio.to_thread(_cli, *args, "--db", direct_secret_url, cwd=tmp_path)
         outputs += [done.stdout, done.stderr]
     unreachable = await asyncio.to_thread(_cli, "list", "--db", secret_url, cwd=tmp_path)  # the relay is gone
     assert unreachable.returncode != 0

@@ -92,10 +92,10 @@ async def _chat(base_url: str) -> tuple[str, str]:
         return resp.headers["x-recording-id"], await _text(resp.parse())
 
 
-def _two_instances(db: str, upstream: str, tmp_path: Path, generation: str) -> list[ServeProcess]:
+def _two_instances(db: str, upstream: str, tmp_path: Path, generation: str, *args: str) -> list[ServeProcess]:
     return [
         ServeProcess(
-            "--upstream", upstream, "--db", db, "--spool-dir", str(tmp_path / f"spool-{name}"),
+            "--upstream", upstream, "--db", db, "--spool-dir", str(tmp_path / f"spool-{name}"), *args,
             log_path=tmp_path / f"{name}-{generation}.log",
         )
         for name in ("a", "b")
@@ -127,7 +127,10 @@ async def test_two_instances_share_one_database(
         await direct.engine.dispose()
     assert sorted(r.id for r in stored) == sorted(ids)  # every recording once, none twice
 
-    servers = _two_instances(db_url, fake_upstream.url, tmp_path, "second")
+    # Again, in replay mode: each instance reads what both recorded, and replays any of it.
+    asked_upstream = len(fake_upstream.received)
+    servers = _two_instances(db_url, fake_upstream.url, tmp_path, "second", "--mode", "replay", "--replay-speed", "0")
+    body = b"".join(chat_events(PIECES))
     try:
         await asyncio.gather(*(s.start() for s in servers))
         async with aiohttp.ClientSession() as http:
@@ -138,9 +141,14 @@ async def test_two_instances_share_one_database(
                     rec = await _get_json(http, f"{server.url}/recordings/{rec_id}?chunks=1")
                     assert rec["id"] == rec_id
                     assert rec["reply"]["choices"][0]["message"]["content"] == "".join(PIECES)
-                    assert "".join(c["data"] for c in rec["chunks"]) == b"".join(chat_events(PIECES)).decode()
+                    assert "".join(c["data"] for c in rec["chunks"]) == body.decode()
+                    async with http.get(f"{server.url}/recordings/{rec_id}/replay?speed=0") as r:
+                        assert (r.status, r.content_type, await r.read()) == (200, "text/event-stream", body)
+                replayed_id, text = await _chat(server.base_url)
+                assert replayed_id in ids and text == "".join(PIECES)
     finally:
         assert await asyncio.gather(*(s.stop() for s in servers)) == [0, 0]
+    assert len(fake_upstream.received) == asked_upstream
 
 
 SECRET = "s3cr3t/Pa55:w0rd"

@@ -7,6 +7,9 @@ streamed chat completions of ``--chunks`` SSE events each, as the relay hands th
 - **paced R/s**: R recordings a second for ``--seconds``; the lag from submit to commit (p50, p99)
   shows how far behind the streams the writer runs at that load.
 
+The recorder shares the event loop with the relay, so the table also shows the longest time the
+loop was blocked while the writer worked (``stall max``): that long, no stream got a byte.
+
 Run by hand (PostgreSQL gets a database of its own, dropped at the end)::
 
     python bench/recording_throughput.py
@@ -94,17 +97,28 @@ class Row:
     chunks: int
     lags: list[float]
     spooled: int
+    stall: float
 
     def cells(self) -> list[str]:
         q = statistics.quantiles(self.lags, n=100) if len(self.lags) > 1 else self.lags * 99
         return [
             self.backend, self.load, str(self.recordings), f"{self.recordings / self.seconds:,.0f}",
             f"{self.recordings * self.chunks / self.seconds:,.0f}", f"{q[49] * 1000:,.0f}", f"{q[98] * 1000:,.0f}",
-            str(self.spooled),
+            f"{self.stall * 1000:,.0f}", str(self.spooled),
         ]
 
 
-HEADER = ["backend", "load", "recordings", "recordings/s", "chunks/s", "lag p50 ms", "lag p99 ms", "spooled"]
+HEADER = [
+    "backend", "load", "recordings", "recordings/s", "chunks/s", "lag p50 ms", "lag p99 ms", "stall max ms", "spooled",
+]
+
+
+async def _watch_loop(worst: list[float]) -> None:
+    """Tick every millisecond; note the longest the loop kept a tick waiting."""
+    while True:
+        t = time.monotonic()
+        await asyncio.sleep(0.001)
+        worst[0] = max(worst[0], time.monotonic() - t - 0.001)
 
 
 async def run_load(db_url: str, backend: str, *, chunks: int, count: int, rate: float | None, batch: int) -> Row:
@@ -115,6 +129,8 @@ async def run_load(db_url: str, backend: str, *, chunks: int, count: int, rate: 
         recorder = Recorder(store, Spool(Path(spool_dir)), buffer_bytes=2 * 1024**3, batch_size=batch)
         await recorder.start()
         submitted: dict[str, float] = {}
+        worst = [0.0]
+        watcher = asyncio.create_task(_watch_loop(worst))
         try:
             if rate is None:
                 records = [make_record(chunks) for _ in range(count)]
@@ -133,11 +149,12 @@ async def run_load(db_url: str, backend: str, *, chunks: int, count: int, rate: 
             await recorder.drain()
             elapsed = time.monotonic() - start
         finally:
+            watcher.cancel()
             await recorder.close()
             await engine.dispose()
     lags = [store.committed[i] - t for i, t in submitted.items() if i in store.committed]
     load = "max" if rate is None else f"paced {rate:g}/s"
-    return Row(backend, load, len(lags), elapsed, chunks, lags, recorder.stats.spooled)
+    return Row(backend, load, len(lags), elapsed, chunks, lags, recorder.stats.spooled, worst[0])
 
 
 async def _pg_admin(dsn: str, sql: str) -> None:

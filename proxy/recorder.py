@@ -141,6 +141,9 @@ class Recorder:
             times.append(t)
         for r in batch:
             ensure_assembled(r)
+            # Assembling a long stream takes milliseconds, and the relay shares this loop:
+            # let streams move between recordings instead of after a whole batch.
+            await asyncio.sleep(0)
         if not may_try_db:
             self._spool_now(batch)
             return

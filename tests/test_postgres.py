@@ -4,8 +4,6 @@ no password in any log."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -21,6 +19,7 @@ from tests.conftest import API_KEY, ProxyFactory
 from tests.fakes import FakeUpstream, Script
 from tests.pgtest import PgDatabase
 from tests.processes import ServeProcess
+from tests.recorded import cli
 from tests.tcprelay import TcpRelay
 from tests.test_relay import PIECES, REQUEST, chat_events
 
@@ -154,10 +153,6 @@ async def test_two_instances_share_one_database(
 SECRET = "s3cr3t/Pa55:w0rd"
 
 
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([sys.executable, "-m", "proxy", *args], capture_output=True, cwd=cwd, timeout=60)
-
-
 def test_mask_url_hides_every_form_of_password() -> None:
     assert mask_url(f"postgresql+asyncpg://postgres:{SECRET}@db:5432/x") == "postgresql+asyncpg://postgres:***@db:5432/x"
     assert mask_url(f"postgresql+asyncpg://postgres@db/x?password={SECRET}&ssl=require") == (
@@ -193,10 +188,11 @@ async def test_database_password_is_never_printed(
     outputs = [log]
     direct_secret_url = secret_url.replace(f":{relay.port}/", f":{pg_database.address[1]}/")
     for args in (["db", "upgrade"], ["prune", "--older-than", "30d", "--dry-run"]):
-        done = await asyncio.to_thread(_cli, *args, "--db", direct_secret_url, cwd=tmp_path)
-        outputs += [done.stdout, done.stderr]
-    unreachable = await asyncio.to_thread(_cli, "list", "--db", secret_url, cwd=tmp_path)  # the relay is gone
-    assert unreachable.returncode != 0
-    outputs += [unreachable.stdout, unreachable.stderr]
+        done = await cli(*args, "--db", direct_secret_url)
+        assert done.returncode == 0
+        outputs += [done.stdout, done.stderr.encode()]
+    unreachable = await cli("list", "--db", secret_url)  # the relay is gone
+    assert unreachable.returncode != 0 and "postgres:***@" in unreachable.stderr
+    outputs += [unreachable.stdout, unreachable.stderr.encode()]
     for out in outputs:
         assert SECRET.encode() not in out and quote(SECRET, safe="").encode() not in out

@@ -51,6 +51,14 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
+def any_db_url(db_url: str, request: pytest.FixtureRequest) -> str:
+    """``db_url`` with nothing in it, not even the migration history, for tests that migrate it themselves."""
+    if db_url.startswith("postgresql"):
+        request.getfixturevalue("pg_database").empty()
+    return db_url
+
+
+@pytest.fixture
 async def fake_upstream() -> AsyncIterator[FakeUpstream]:
     fake = FakeUpstream()
     await fake.start()

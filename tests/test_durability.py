@@ -1,0 +1,213 @@
+"""Never lose a recording: a database that is locked or read-only while streams run, SIGTERM with
+streams in flight, SIGKILL with recordings in the spool."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aiohttp
+import openai
+import pytest
+
+from proxy.record import Record
+from proxy.store import Store, open_store
+from tests.conftest import API_KEY, RunningProxy
+from tests.faultkit import sqlite_files, sqlite_write_lock, wait_until
+from tests.fakes import FakeUpstream, Script
+from tests.processes import ServeProcess
+from tests.test_relay import PIECES, REQUEST, chat_events
+
+
+def db_file_of(db_url: str) -> Path:
+    return Path(db_url.split(":///", 1)[1])
+
+
+def spool_files(directory: Path) -> list[Path]:
+    return [p for p in directory.glob("spool-*") if p.stat().st_size] if directory.is_dir() else []
+
+
+@contextlib.asynccontextmanager
+async def store_at(db_url: str) -> AsyncIterator[Store]:
+    engine = await open_store(db_url, create=False)
+    try:
+        yield Store(engine)
+    finally:
+        await engine.dispose()
+
+
+async def stream_text(client: openai.AsyncOpenAI) -> tuple[str, str]:
+    """(recording id, streamed text) of one chat stream through the proxy."""
+    raw = await client.chat.completions.with_raw_response.create(**REQUEST, stream=True)
+    text = "".join([c.choices[0].delta.content or "" async for c in raw.parse() if c.choices])
+    return raw.headers["x-recording-id"], text
+
+
+async def assert_all_stored(store: Store, ids: list[str], outcome: str = "complete") -> list[Record]:
+    recs = [await store.get(i) for i in ids]
+    missing = [i for i, r in zip(ids, recs, strict=True) if r is None]
+    assert not missing, f"lost recordings: {missing}"
+    stored = [r for r in recs if r is not None]
+    assert {r.outcome for r in stored} == {outcome}
+    return stored
+
+
+async def test_locked_database_spools_then_catches_up(
+    fake_upstream: FakeUpstream, proxy: RunningProxy, openai_client: openai.AsyncOpenAI, db_url: str, tmp_path: Path
+) -> None:
+    fake_upstream.sse("/v1/chat/completions", chat_events(PIECES))
+    before = await proxy.store.count()
+    with sqlite_write_lock(db_file_of(db_url)):
+        results = await asyncio.gather(*(stream_text(openai_client) for _ in range(5)))
+        assert [t for _, t in results] == ["".join(PIECES)] * 5  # streams unaffected by the lock
+        await proxy.drain()  # everything is now in the database or the spool: here, the spool
+        assert spool_files(tmp_path / "spool")
+        assert proxy.recorder.stats.spooled == 5 and proxy.recorder.stats.written == 0
+    ids = [i for i, _ in results]
+
+    async def all_written() -> bool:
+        return await proxy.store.count() == before + 5
+
+    await wait_until(all_written, what="spooled recordings to reach the database")
+    stored = await assert_all_stored(proxy.store, ids)
+    assert all(r.chunks == chat_events(PIECES) for r in stored)
+    assert not spool_files(tmp_path / "spool")
+
+
+@contextlib.contextmanager
+def immutable(paths: list[Path]) -> Iterator[None]:
+    """Files even root cannot write (``chattr +i``): a database gone read-only under the proxy."""
+    done: list[Path] = []
+    try:
+        for p in paths:
+            r = subprocess.run(["chattr", "+i", str(p)], capture_output=True, text=True, check=False)
+            if r.returncode != 0:
+                pytest.skip(f"cannot make the database read-only here: {r.stderr.strip()}")
+            done.append(p)
+        yield
+    finally:
+        for p in done:
+            subprocess.run(["chattr", "-i", str(p)], check=True)
+
+
+async def test_read_only_database_spools_then_catches_up(
+    fake_upstream: FakeUpstream, proxy: RunningProxy, openai_client: openai.AsyncOpenAI, db_url: str, tmp_path: Path
+) -> None:
+    fake_upstream.sse("/v1/chat/completions", chat_events(PIECES))
+    first, _ = await stream_text(openai_client)  # the database is in use, its WAL file open
+    await proxy.drain()
+    before = await proxy.store.count()
+    with immutable(sqlite_files(db_file_of(db_url))):
+        results = await asyncio.gather(*(stream_text(openai_client) for _ in range(3)))
+        assert [t for _, t in results] == ["".join(PIECES)] * 3
+        await proxy.drain()
+        assert spool_files(tmp_path / "spool") and proxy.recorder.stats.db_failures > 0
+    ids = [i for i, _ in results]
+
+    async def all_written() -> bool:
+        return await proxy.store.count() == before + 3
+
+    await wait_until(all_written, what="spooled recordings to reach the database")
+    await assert_all_stored(proxy.store, [first, *ids])
+    assert not spool_files(tmp_path / "spool")
+
+
+async def open_stream(session: aiohttp.ClientSession, url: str) -> tuple[aiohttp.ClientResponse, bytes]:
+    r = await session.post(url, json={**REQUEST, "stream": True}, headers={"Authorization": f"Bearer {API_KEY}"})
+    assert r.status == 200
+    first = await r.content.readuntil(b"\n\n")
+    return r, first
+
+
+async def refuses_connections(port: int) -> bool:
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+    except ConnectionRefusedError:
+        return True
+    writer.close()
+    await writer.wait_closed()
+    return False
+
+
+async def test_sigterm_lets_in_flight_streams_finish_then_exits_0(
+    fake_upstream: FakeUpstream, tmp_path: Path, db_url: str
+) -> None:
+    events = chat_events(PIECES)
+    gate = asyncio.Event()
+    fake_upstream.script("/v1/chat/completions", Script(steps=[events[0], gate, *events[1:]]))
+    server = ServeProcess("--upstream", fake_upstream.url, "--db", db_url, "--shutdown-grace", "20", log_path=tmp_path / "serve.log")
+    await server.start()
+    async with aiohttp.ClientSession() as s:
+        opened = [await open_stream(s, server.base_url + "/chat/completions") for _ in range(2)]
+        server.signal(signal.SIGTERM)
+        await wait_until(lambda: refuses_connections(server.port), what="the listener to close")
+        gate.set()
+        bodies = [first + await r.read() for r, first in opened]
+        ids = [r.headers["X-Recording-Id"] for r, _ in opened]
+        for r, _ in opened:
+            r.release()
+    assert bodies == [b"".join(events)] * 2
+    assert await server.wait(timeout=30) == 0
+    async with store_at(db_url) as store:
+        stored = await assert_all_stored(store, ids)
+    assert all(r.chunks == events for r in stored)
+
+
+async def test_sigterm_grace_runs_out_records_proxy_error(fake_upstream: FakeUpstream, tmp_path: Path, db_url: str) -> None:
+    events = chat_events(PIECES)
+    never = asyncio.Event()
+    fake_upstream.script("/v1/chat/completions", Script(steps=[events[0], never, *events[1:]]))
+    server = ServeProcess("--upstream", fake_upstream.url, "--db", db_url, "--shutdown-grace", "1", log_path=tmp_path / "serve.log")
+    await server.start()
+    async with aiohttp.ClientSession() as s:
+        r, first = await open_stream(s, server.base_url + "/chat/completions")
+        server.signal(signal.SIGTERM)
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await asyncio.wait_for(r.read(), timeout=20)  # cut, not ended cleanly
+        rec_id = r.headers["X-Recording-Id"]
+        r.release()
+    assert await server.wait(timeout=30) == 0
+    never.set()
+    async with store_at(db_url) as store:
+        (rec,) = await assert_all_stored(store, [rec_id], outcome="proxy_error")
+    assert rec.chunks == [first] and rec.error is not None and "grace" in rec.error
+
+
+async def test_sigkill_leaves_the_spool_which_the_next_start_writes(
+    fake_upstream: FakeUpstream, tmp_path: Path, db_url: str
+) -> None:
+    fake_upstream.sse("/v1/chat/completions", chat_events(PIECES))
+    spool = db_file_of(db_url).parent / (db_file_of(db_url).name + "-spool")  # the default: beside the database
+    server = ServeProcess("--upstream", fake_upstream.url, "--db", db_url, log_path=tmp_path / "serve.log")
+    await server.start()
+    client = openai.AsyncOpenAI(base_url=server.base_url, api_key=API_KEY, max_retries=0)
+    try:
+        with sqlite_write_lock(db_file_of(db_url)):
+            ids = [(await stream_text(client))[0] for _ in range(3)]
+            await wait_until(lambda: len(spool_files(spool)) > 0, what="recordings to reach the spool")
+            async with aiohttp.ClientSession() as s:
+
+                async def all_spooled() -> bool:
+                    async with s.get(server.url + "/metrics") as r:
+                        text = await r.text()
+                    return "streamproxy_recorder_queue_depth 0.0" in text
+
+                await wait_until(all_spooled, what="the in-memory buffer to empty into the spool")
+            server.signal(signal.SIGKILL)
+            assert await server.wait() == -signal.SIGKILL
+    finally:
+        await client.close()
+    assert all(any(i.encode() in p.read_bytes() for p in spool_files(spool)) for i in ids)
+
+    again = ServeProcess("--upstream", fake_upstream.url, "--db", db_url, log_path=tmp_path / "serve2.log")
+    await again.start()
+    try:
+        await wait_until(lambda: not spool_files(spool), what="the next start to ingest the spool")
+    finally:
+        assert await again.stop() == 0
+    async with store_at(db_url) as store:
+        await assert_all_stored(store, ids)

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from proxy.cli import db_option, fail, run
 from proxy.errors import ConfigError
+from proxy.logsafe import install_log_redaction
 from proxy.settings import DEFAULT_UPSTREAM, Mode, Settings, is_loopback, mask_url, parse_duration, parse_size
 from proxy.store import open_store
 
@@ -98,6 +99,7 @@ def _make_loop() -> asyncio.AbstractEventLoop:
 def serve(**opts: Any) -> None:
     """Relay and record (or replay) on HOST:PORT."""
     logging.basicConfig(level=opts["log_level"].upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_log_redaction()
     try:
         settings = build_settings(opts)
     except ConfigError as exc:

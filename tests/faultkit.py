@@ -10,6 +10,7 @@ import socket
 import sqlite3
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
@@ -54,21 +55,36 @@ def unaccepting_listener() -> Iterator[int]:
         listener.close()
 
 
+@dataclass
+class SilentUpstream:
+    """What a silent upstream saw: the bytes it read, and whether the caller went away."""
+
+    port: int
+    received: list[bytes] = field(default_factory=list)
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
 @contextlib.asynccontextmanager
-async def silent_server() -> AsyncIterator[tuple[int, list[bytes]]]:
-    """A loopback server that accepts and reads but never answers; yields (port, what it read)."""
-    seen: list[bytes] = []
+async def silent_server(*, hang_up: bool = False) -> AsyncIterator[SilentUpstream]:
+    """A loopback server that reads a request and never answers (or, with ``hang_up``, closes
+    the connection as soon as the request has arrived)."""
     writers: list[asyncio.StreamWriter] = []
+    state = SilentUpstream(port=0)
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writers.append(writer)
         with contextlib.suppress(ConnectionError):
             while data := await reader.read(65536):
-                seen.append(data)
+                state.received.append(data)
+                if hang_up:
+                    writer.close()
+                    return
+        state.closed.set()
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    state.port = int(server.sockets[0].getsockname()[1])
     try:
-        yield int(server.sockets[0].getsockname()[1]), seen
+        yield state
     finally:
         server.close()
         for w in writers:

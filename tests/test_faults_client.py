@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from pathlib import Path
 
@@ -10,8 +11,10 @@ import aiohttp
 import openai
 import orjson
 
-from tests.conftest import API_KEY, RunningProxy
-from tests.faultkit import rss_kib, wait_until
+from proxy.filters import Filters
+
+from tests.conftest import API_KEY, ProxyFactory, RunningProxy
+from tests.faultkit import rss_kib, silent_server, wait_until
 from tests.fakes import FakeUpstream, Script
 from tests.processes import ServeProcess
 from tests.test_faults_upstream import recording, still_serves
@@ -61,6 +64,21 @@ async def test_client_hangup_while_upstream_keeps_sending(fake_upstream: FakeUps
     assert rec.body.startswith(received) and full.startswith(rec.body)
     assert len(rec.chunks) < len(events)
     await still_serves(fake_upstream, proxy)
+
+
+async def test_client_hangup_before_upstream_answers_closes_the_upstream_request(proxy_factory: ProxyFactory) -> None:
+    async with silent_server() as upstream:
+        proxy = await proxy_factory(upstream=f"http://127.0.0.1:{upstream.port}")
+        async with aiohttp.ClientSession() as s:
+            pending = asyncio.create_task(s.post(proxy.base_url + "/chat/completions", json={**REQUEST, "stream": True}))
+            await wait_until(lambda: bool(upstream.received), what="the request to reach upstream")
+            pending.cancel()  # the client gives up before any answer
+            with contextlib.suppress(asyncio.CancelledError):
+                await pending
+        await asyncio.wait_for(upstream.closed.wait(), timeout=5)
+        await proxy.drain()
+    (rec,) = (await proxy.store.list(Filters(), limit=10))[0]
+    assert rec.outcome == "client_closed" and rec.status is None and rec.chunks == []
 
 
 async def test_slow_reader_gets_backpressure_and_memory_stays_flat(

@@ -99,10 +99,10 @@ async def test_connect_timeout_is_an_openai_shaped_504(proxy_factory: ProxyFacto
 
 
 async def test_silence_before_headers_is_an_openai_shaped_504(proxy_factory: ProxyFactory) -> None:
-    async with silent_server() as (port, seen):
-        proxy = await proxy_factory(upstream=f"http://127.0.0.1:{port}", read_timeout=0.3)
+    async with silent_server() as upstream:
+        proxy = await proxy_factory(upstream=f"http://127.0.0.1:{upstream.port}", read_timeout=0.3)
         status, headers, body = await asyncio.wait_for(raw_post(proxy.base_url + "/chat/completions", REQUEST), 10)
-        assert seen, "the request never reached the silent upstream"
+        assert upstream.received, "the request never reached the silent upstream"
     assert status == 504 and orjson.loads(body)["error"]["code"] == "upstream_timeout"
     rec = await recording(proxy, headers["X-Recording-Id"])
     assert rec.outcome == "upstream_error" and rec.status == 504
@@ -164,3 +164,30 @@ async def test_error_status_with_an_sse_body_is_relayed_unchanged(fake_upstream:
     assert status == 500 and body == events[0]
     rec = await recording(proxy, headers["X-Recording-Id"])
     assert rec.outcome == "complete" and rec.status == 500 and rec.chunks == events
+
+
+async def test_upstream_hanging_up_before_answering_is_a_502(proxy_factory: ProxyFactory) -> None:
+    async with silent_server(hang_up=True) as upstream:
+        proxy = await proxy_factory(upstream=f"http://127.0.0.1:{upstream.port}")
+        status, headers, body = await asyncio.wait_for(raw_post(proxy.base_url + "/chat/completions", REQUEST), 10)
+    assert status == 502 and orjson.loads(body)["error"]["code"] == "upstream_unreachable"
+    rec = await recording(proxy, headers["X-Recording-Id"])
+    assert rec.outcome == "upstream_error" and rec.status == 502
+
+
+async def test_fixed_length_body_cut_short_stays_visible(fake_upstream: FakeUpstream, proxy: RunningProxy) -> None:
+    whole = orjson.dumps({"object": "list", "data": [{"embedding": [0.5] * 200}]})
+    headers = {"Content-Type": "application/json", "Content-Length": str(len(whole))}
+    fake_upstream.script("/v1/embeddings", Script(steps=[whole[:100]], headers=headers, cut=True))
+    got = b""
+    async with aiohttp.ClientSession() as s:
+        async with s.post(proxy.base_url + "/embeddings", json=REQUEST) as r:
+            assert r.headers["Content-Length"] == str(len(whole))  # announced in full, delivered in part
+            with pytest.raises(aiohttp.ClientPayloadError):
+                async for data in r.content.iter_any():
+                    got += data
+            rec_id = r.headers["X-Recording-Id"]
+    assert got == whole[:100]
+    rec = await recording(proxy, rec_id)
+    assert rec.outcome == "upstream_closed" and rec.chunks == [whole[:100]]
+    await still_serves(fake_upstream, proxy)

@@ -118,8 +118,11 @@ async def worker(base: str, deadline: float, tally: Tally) -> None:
 
 
 async def outages(db_file: Path, deadline: float, tally: Tally, every: float, length: float, limit: int) -> None:
-    while time.monotonic() < deadline - length and len(tally.outages) < limit:
-        await asyncio.sleep(random.uniform(every / 2, every * 1.5))
+    while len(tally.outages) < limit:
+        wait = random.uniform(every / 2, every * 1.5)
+        if time.monotonic() + wait + length > deadline:
+            return
+        await asyncio.sleep(wait)
         held = random.uniform(length / 2, length)
         start = time.monotonic()
         with sqlite_write_lock(db_file):

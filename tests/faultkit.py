@@ -12,8 +12,11 @@ import struct
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
+import openai
 import orjson
+import pytest
 
 SIOCGIFADDR = 0x8915
 
@@ -30,6 +33,20 @@ async def wait_until(predicate: Callable[[], bool | Awaitable[bool]], timeout: f
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+E = TypeVar("E", bound=openai.APIStatusError)
+
+
+async def sdk_error(base_url: str, api_key: str, expected: type[E]) -> E:
+    """The error the real SDK raises for a chat stream through ``base_url``."""
+    client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0)
+    try:
+        with pytest.raises(expected) as caught:
+            await client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], stream=True)
+    finally:
+        await client.close()
+    return caught.value
 
 
 def closed_port() -> int:

@@ -133,14 +133,22 @@ async def refuses_connections(port: int) -> bool:
     return False
 
 
+async def serve_gated_stream(
+    fake: FakeUpstream, gate: asyncio.Event, grace: str, tmp_path: Path, db_url: str
+) -> tuple[ServeProcess, list[bytes]]:
+    """A serve process whose upstream sends one event, then waits for ``gate`` before the rest."""
+    events = chat_events(PIECES)
+    fake.script("/v1/chat/completions", Script(steps=[events[0], gate, *events[1:]]))
+    server = ServeProcess("--upstream", fake.url, "--db", db_url, "--shutdown-grace", grace, log_path=tmp_path / "serve.log")
+    await server.start()
+    return server, events
+
+
 async def test_sigterm_lets_in_flight_streams_finish_then_exits_0(
     fake_upstream: FakeUpstream, tmp_path: Path, db_url: str
 ) -> None:
-    events = chat_events(PIECES)
     gate = asyncio.Event()
-    fake_upstream.script("/v1/chat/completions", Script(steps=[events[0], gate, *events[1:]]))
-    server = ServeProcess("--upstream", fake_upstream.url, "--db", db_url, "--shutdown-grace", "20", log_path=tmp_path / "serve.log")
-    await server.start()
+    server, events = await serve_gated_stream(fake_upstream, gate, "20", tmp_path, db_url)
     async with aiohttp.ClientSession() as s:
         opened = [await open_stream(s, server.base_url + "/chat/completions") for _ in range(2)]
         server.signal(signal.SIGTERM)
@@ -158,11 +166,8 @@ async def test_sigterm_lets_in_flight_streams_finish_then_exits_0(
 
 
 async def test_sigterm_grace_runs_out_records_proxy_error(fake_upstream: FakeUpstream, tmp_path: Path, db_url: str) -> None:
-    events = chat_events(PIECES)
     never = asyncio.Event()
-    fake_upstream.script("/v1/chat/completions", Script(steps=[events[0], never, *events[1:]]))
-    server = ServeProcess("--upstream", fake_upstream.url, "--db", db_url, "--shutdown-grace", "1", log_path=tmp_path / "serve.log")
-    await server.start()
+    server, _ = await serve_gated_stream(fake_upstream, never, "1", tmp_path, db_url)
     async with aiohttp.ClientSession() as s:
         r, first = await open_stream(s, server.base_url + "/chat/completions")
         server.signal(signal.SIGTERM)

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from tests.conftest import API_KEY, ProxyFactory, RunningProxy
-from tests.faultkit import closed_port, silent_server, unaccepting_listener
+from tests.faultkit import closed_port, sdk_error, silent_server, unaccepting_listener
 from tests.fakes import FakeUpstream, Script
 from tests.test_relay import PIECES, REQUEST, chat_events, raw_post
 
@@ -74,13 +74,7 @@ async def test_upstream_cut_leaves_the_raw_client_without_a_clean_end(fake_upstr
 
 async def test_upstream_unreachable_is_an_openai_shaped_502(proxy_factory: ProxyFactory, fake_upstream: FakeUpstream) -> None:
     proxy = await proxy_factory(upstream=f"http://127.0.0.1:{closed_port()}")
-    client = openai.AsyncOpenAI(base_url=proxy.base_url, api_key=API_KEY, max_retries=0)
-    try:
-        with pytest.raises(openai.InternalServerError) as caught:
-            await client.chat.completions.create(**REQUEST, stream=True)
-    finally:
-        await client.close()
-    err = caught.value
+    err = await sdk_error(proxy.base_url, API_KEY, openai.InternalServerError)
     assert err.status_code == 502
     assert isinstance(err.body, dict) and err.body["code"] == "upstream_unreachable" and err.body["type"] == "upstream_error"
     rec = await recording(proxy, err.response.headers["x-recording-id"])

@@ -89,7 +89,8 @@ def parse_event(raw: bytes) -> SSEEvent:
         if not line:
             continue
         if line.startswith(":"):
-            ev.comments.append(line[1:].lstrip(" "))
+            comment = line[1:]
+            ev.comments.append(comment[1:] if comment.startswith(" ") else comment)
             continue
         name, sep, value = line.partition(":")
         if sep and value.startswith(" "):

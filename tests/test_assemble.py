@@ -1,0 +1,532 @@
+"""proxy.assemble: every stream shape folds to its unstreamed object, however
+its bytes were split and however badly the stream ends."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from proxy.assemble import Assembled, assemble, reply_text, usage_tokens
+from proxy.render import render_recording
+from proxy.sse import EventSplitter
+from tests.shapes import (
+    CHAT_MIDSTREAM_ERROR,
+    CHAT_TRUNCATED,
+    EDGES,
+    RESPONSES_CUT,
+    SHAPES,
+    Edge,
+    Shape,
+    sse_data,
+    stream_body,
+)
+
+SSE = "text/event-stream"
+ALL_SHAPES = list(SHAPES.values())
+CHAT = SHAPES["chat_simple"]
+RESPONSES = SHAPES["responses_text"]
+# One shape per API, for the tests that vary the framing rather than the shape.
+ONE_PER_API = [CHAT, SHAPES["completions"], RESPONSES]
+SERVER_ERROR = {"message": "Upstream overloaded", "type": "server_error", "param": None, "code": None}
+
+
+def by_name(shape: Shape | Edge) -> str:
+    return shape.name
+
+
+def resplit(body: bytes, cuts: list[int]) -> list[bytes]:
+    """Feed ``body`` to an EventSplitter in pieces cut at ``cuts``, as the relay
+    would receive it across reads, and return the events it makes."""
+    splitter = EventSplitter()
+    events: list[bytes] = []
+    start = 0
+    for cut in [*sorted(set(cuts)), len(body)]:
+        events += splitter.feed(body[start:cut])
+        start = cut
+    return events + splitter.flush()
+
+
+def data_of(event: bytes) -> Any:
+    """The JSON of an event's (single) data line."""
+    line = next(x for x in event.split(b"\n") if x.startswith(b"data: "))
+    return orjson.loads(line[len(b"data: "):])
+
+
+def assemble_sse(shape: Shape | Edge, events: list[bytes]) -> Assembled:
+    return assemble(shape.path, SSE, events)
+
+
+# --- every shape, every split --------------------------------------------------------------
+
+@pytest.mark.parametrize("shape", ALL_SHAPES, ids=by_name)
+def test_stream_assembles_to_the_unstreamed_object(shape: Shape) -> None:
+    result = assemble_sse(shape, shape.events)
+    assert result.reply == shape.full
+    assert result.notes == []
+
+
+@pytest.mark.parametrize("shape", ALL_SHAPES, ids=by_name)
+@settings(max_examples=15, deadline=None, database=None)
+@given(data=st.data())
+def test_any_split_of_the_bytes_gives_the_same_events_and_reply(shape: Shape, data: st.DataObject) -> None:
+    body = stream_body(shape)
+    cuts = data.draw(st.lists(st.integers(0, len(body)), max_size=30), label="cuts")
+    chunks = resplit(body, cuts)
+    assert b"".join(chunks) == body
+    assert chunks == shape.events
+    assert assemble_sse(shape, chunks).reply == shape.full
+
+
+@pytest.mark.parametrize("shape", ONE_PER_API, ids=by_name)
+def test_one_byte_at_a_time_splits_inside_every_utf8_character(shape: Shape) -> None:
+    body = stream_body(shape)
+    assert any(b >= 0x80 for b in body), "the shape should carry multi-byte characters"
+    chunks = resplit(body, list(range(len(body))))
+    assert chunks == shape.events
+    assert assemble_sse(shape, chunks) == Assembled(shape.full, [])
+
+
+@pytest.mark.parametrize("eol", [b"\r\n", b"\r"], ids=["crlf", "cr"])
+@pytest.mark.parametrize("shape", ALL_SHAPES, ids=by_name)
+def test_crlf_and_cr_line_ends(shape: Shape, eol: bytes) -> None:
+    body = stream_body(shape).replace(b"\n", eol)
+    chunks = resplit(body, [len(body) // 3, len(body) // 2])
+    assert len(chunks) == len(shape.events)
+    assert assemble_sse(shape, chunks) == Assembled(shape.full, [])
+
+
+# --- valid SSE that is not OpenAI's usual framing: no notes ------------------------------------
+
+@pytest.mark.parametrize("shape", ONE_PER_API, ids=by_name)
+def test_data_without_the_space(shape: Shape) -> None:
+    events = [e.replace(b"data: ", b"data:").replace(b"event: ", b"event:") for e in shape.events]
+    assert assemble_sse(shape, events) == Assembled(shape.full, [])
+
+
+@pytest.mark.parametrize("shape", ONE_PER_API, ids=by_name)
+def test_multi_line_data(shape: Shape) -> None:
+    def spread(event: bytes) -> bytes:
+        if event.endswith(b"[DONE]\n\n"):
+            return event
+        head = b"".join(line + b"\n" for line in event.split(b"\n") if line.startswith(b"event:"))
+        pretty = orjson.dumps(data_of(event), option=orjson.OPT_INDENT_2)
+        return head + b"".join(b"data: " + line + b"\n" for line in pretty.split(b"\n")) + b"\n"
+
+    events = [spread(e) for e in shape.events]
+    assert sum(e.count(b"\ndata: ") for e in events) > 3 * len(events)
+    assert assemble_sse(shape, events) == Assembled(shape.full, [])
+
+
+@pytest.mark.parametrize("shape", ONE_PER_API, ids=by_name)
+def test_keep_alive_comments_between_and_inside_events(shape: Shape) -> None:
+    events = [b": OPENROUTER PROCESSING\n\n"]
+    for e in shape.events:
+        events += [b": ping - 2026-11-26 06:00:00\n" + e, b":\n\n"]
+    assert assemble_sse(shape, events) == Assembled(shape.full, [])
+
+
+def test_the_fold_is_chosen_by_the_events_before_the_path() -> None:
+    assert assemble("/openai/deployments/x/chat", SSE, CHAT.events).reply == CHAT.full
+    assert assemble("/v1/chat/completions", SSE, RESPONSES.events).reply == RESPONSES.full
+    completions = SHAPES["completions"]
+    assert assemble("/v1/responses", SSE, completions.events).reply == completions.full
+
+
+def test_content_type_parameters_are_ignored() -> None:
+    assert assemble(CHAT.path, "Text/Event-Stream; charset=utf-8", CHAT.events).reply == CHAT.full
+
+
+# --- chat details --------------------------------------------------------------------------------
+
+def test_parallel_tool_call_fragments_merge_by_index_even_interleaved() -> None:
+    shape = SHAPES["chat_tools"]
+    body_events = shape.events[:-4]  # the deltas, without finish, usage, [DONE]
+    head, rest = body_events[0], body_events[1:]
+
+    def call_index(event: bytes) -> int:
+        return int(data_of(event)["choices"][0]["delta"]["tool_calls"][0]["index"])
+
+    first = [e for e in rest if call_index(e) == 0]
+    second = [e for e in rest if call_index(e) == 1]
+    # The second call opens before the first finishes, then they alternate.
+    interleaved = [head, second[0]]
+    for a, b in zip(first, second[1:], strict=False):
+        interleaved += [a, b]
+    interleaved += first[len(second) - 1:] + second[len(first) + 1:]
+    assert sorted(interleaved) == sorted(body_events)
+    result = assemble_sse(shape, interleaved + shape.events[-4:])
+    assert result == Assembled(shape.full, [])
+
+
+def test_tool_calls_without_index_are_placed_by_id() -> None:
+    def chunk(fragment: dict[str, Any]) -> bytes:
+        return sse_data({"id": "c", "object": "chat.completion.chunk",
+                         "choices": [{"index": 0, "delta": {"tool_calls": [fragment]}, "finish_reason": None}]})
+
+    events = [
+        chunk({"id": "call_a", "type": "function", "function": {"name": "f", "arguments": '{"x"'}}),
+        chunk({"function": {"arguments": ": 1}"}}),
+        chunk({"id": "call_b", "type": "function", "function": {"name": "g", "arguments": "{}"}}),
+        # A server that repeats id and name in every fragment.
+        chunk({"id": "call_a", "type": "function", "function": {"name": "f", "arguments": ""}}),
+    ]
+    message = assemble(CHAT.path, SSE, events).reply["choices"][0]["message"]  # type: ignore[index]
+    assert message["tool_calls"] == [
+        {"id": "call_a", "type": "function", "function": {"name": "f", "arguments": '{"x": 1}'}},
+        {"id": "call_b", "type": "function", "function": {"name": "g", "arguments": "{}"}},
+    ]
+    assert message["content"] is None
+
+
+def test_usage_chunk_with_null_choices() -> None:
+    edge = EDGES["chat_usage_null_choices"]
+    assert b'"choices":null' in edge.events[-2]
+    assert assemble_sse(edge, edge.events) == Assembled(edge.reply, [])
+
+
+def test_extra_fields_are_kept_and_obfuscation_is_dropped() -> None:
+    shape = SHAPES["chat_extra_fields"]
+    assert all(b'"obfuscation"' in e for e in shape.events[:-1])
+    reply = assemble_sse(shape, shape.events).reply
+    assert reply is not None
+    assert reply["provider"] == "DeepSeek"
+    assert reply["service_tier"] == "default"
+    assert reply["choices"][0]["native_finish_reason"] == "stop"
+    assert reply["choices"][0]["message"]["reasoning_content"].startswith("The user asks")
+    assert "obfuscation" not in reply
+
+
+# --- errors mid-stream ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("edge", list(EDGES.values()), ids=by_name)
+def test_edge_streams_assemble_what_arrived(edge: Edge) -> None:
+    result = assemble_sse(edge, edge.events)
+    assert result.reply == edge.reply
+    assert bool(result.notes) == (edge is CHAT_TRUNCATED)
+
+
+def test_midstream_error_keeps_the_partial_answer() -> None:
+    reply = assemble_sse(CHAT_MIDSTREAM_ERROR, CHAT_MIDSTREAM_ERROR.events).reply
+    assert reply is not None
+    assert reply["choices"][0]["message"]["content"] == "Hello! How"
+    assert reply["error"]["type"] == "server_error"
+
+
+def test_error_event_in_a_chat_stream() -> None:
+    events = CHAT.events[:3] + [b"event: error\ndata: " + orjson.dumps({"error": SERVER_ERROR}) + b"\n\n"]
+    reply = assemble_sse(CHAT, events).reply
+    assert reply is not None
+    assert reply["error"] == SERVER_ERROR
+    assert reply["choices"][0]["message"]["content"] == "Hello!"
+
+
+def test_a_stream_that_is_only_an_error() -> None:
+    assert assemble_sse(CHAT, [sse_data({"error": SERVER_ERROR})]) == Assembled({"error": SERVER_ERROR}, [])
+
+
+def test_error_chunk_that_also_finishes_a_choice() -> None:
+    # OpenRouter sends the error together with finish_reason "error".
+    last = {"id": "gen-1", "object": "chat.completion.chunk", "error": SERVER_ERROR,
+            "choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}]}
+    reply = assemble_sse(CHAT, CHAT.events[:3] + [sse_data(last)]).reply
+    assert reply is not None
+    assert reply["error"] == SERVER_ERROR
+    assert reply["choices"][0]["finish_reason"] == "error"
+
+
+def test_responses_failed_is_the_reply() -> None:
+    final = dict(RESPONSES.full, status="failed", error={"code": "server_error", "message": "boom"})
+    failed = b"event: response.failed\ndata: " + orjson.dumps(
+        {"type": "response.failed", "sequence_number": 99, "response": final}) + b"\n\n"
+    assert assemble_sse(RESPONSES, RESPONSES.events[:-1] + [failed]) == Assembled(final, [])
+
+
+# --- Responses streams cut short ---------------------------------------------------------------------
+
+def _until_first_done(shape: Shape) -> list[bytes]:
+    """The events before anything finishes: openings and deltas."""
+    events = []
+    for e in shape.events:
+        if b".done\n" in e:
+            break
+        events.append(e)
+    return events
+
+
+def test_responses_cut_rebuilds_the_text() -> None:
+    reply = assemble_sse(RESPONSES_CUT, RESPONSES_CUT.events).reply
+    assert reply is not None
+    assert reply["status"] == "in_progress"
+    assert reply["output"][0]["content"][0]["text"] == "The Eiffel Tower is"
+
+
+def test_responses_cut_rebuilds_function_call_arguments() -> None:
+    shape = SHAPES["responses_tool"]
+    result = assemble_sse(shape, _until_first_done(shape))
+    assert result.notes == []
+    assert result.reply is not None
+    (item,) = result.reply["output"]
+    assert item["type"] == "function_call"
+    assert item["status"] == "in_progress"
+    assert item["arguments"] == shape.full["output"][0]["arguments"]
+    assert item["name"] == "get_weather"
+
+
+def test_responses_cut_rebuilds_a_refusal() -> None:
+    shape = SHAPES["responses_refusal"]
+    reply = assemble_sse(shape, _until_first_done(shape)).reply
+    assert reply is not None
+    assert reply["output"][0]["content"] == [{"type": "refusal", "refusal": "I can't help with that."}]
+    assert reply_text(reply) == shape.text
+
+
+def test_responses_cut_after_items_finished_keeps_the_finished_items() -> None:
+    # Everything but response.completed.
+    reply = assemble_sse(RESPONSES, RESPONSES.events[:-1]).reply
+    assert reply is not None
+    assert reply["status"] == "in_progress"
+    assert reply["output"] == RESPONSES.full["output"]
+
+
+def test_responses_deltas_without_their_opening_events() -> None:
+    deltas = [e for e in RESPONSES.events if b"output_text.delta" in e]
+    reply = assemble_sse(RESPONSES, deltas).reply
+    assert reply is not None
+    (item,) = reply["output"]
+    assert item["id"] == "msg_text000000000000009"
+    assert item["content"][0]["text"] == "The Eiffel Tower is in Paris. 🗼"
+
+
+def test_unread_response_events_are_not_noted() -> None:
+    summary = b"event: response.reasoning_summary_text.delta\ndata: " + orjson.dumps(
+        {"type": "response.reasoning_summary_text.delta", "sequence_number": 3, "delta": "x"}) + b"\n\n"
+    events = RESPONSES.events[:2] + [summary] + RESPONSES.events[2:]
+    assert assemble_sse(RESPONSES, events) == Assembled(RESPONSES.full, [])
+
+
+# --- malformed input: noted, never fatal --------------------------------------------------------------
+
+def test_non_json_data_is_noted_and_skipped() -> None:
+    events = CHAT.events[:2] + [b"data: garbage\n\n"] + CHAT.events[2:]
+    assert assemble_sse(CHAT, events) == Assembled(CHAT.full, ["chunk 2: data is not JSON: 'garbage'"])
+
+
+def test_data_that_is_json_but_not_an_object() -> None:
+    events = CHAT.events[:2] + [b"data: [1, 2]\n\n"] + CHAT.events[2:]
+    result = assemble_sse(CHAT, events)
+    assert result.reply == CHAT.full
+    assert result.notes == ["chunk 2: data is not a JSON object: '[1, 2]'"]
+
+
+def test_unknown_event_type_in_a_chat_stream() -> None:
+    events = CHAT.events[:2] + [b"event: ping\ndata: {}\n\n"] + CHAT.events[2:]
+    result = assemble_sse(CHAT, events)
+    assert result.reply == CHAT.full
+    assert result.notes == ["chunk 2: unknown event type 'ping' ignored"]
+
+
+def test_unknown_event_type_in_a_responses_stream() -> None:
+    odd = b'event: vendor.progress\ndata: {"type":"vendor.progress","sequence_number":2}\n\n'
+    result = assemble_sse(RESPONSES, RESPONSES.events[:2] + [odd] + RESPONSES.events[2:])
+    assert result.reply == RESPONSES.full
+    assert result.notes == ["chunk 2: unknown event type 'vendor.progress' ignored"]
+
+
+def test_unknown_field_line() -> None:
+    events = [b"retry: 10\nbogus\n" + CHAT.events[0], *CHAT.events[1:]]
+    result = assemble_sse(CHAT, events)
+    assert result.reply == CHAT.full
+    assert result.notes == ["chunk 0: unknown field line 'bogus'"]
+
+
+def test_invalid_utf8_is_replaced_and_noted() -> None:
+    events = list(CHAT.events)
+    assert b'"content":"Hello"' in events[1]
+    events[1] = events[1].replace(b'"content":"Hello"', b'"content":"Hell\xff"')
+    result = assemble_sse(CHAT, events)
+    assert result.reply is not None
+    assert result.reply["choices"][0]["message"]["content"].startswith("Hell\ufffd!")
+    assert result.notes == ["chunk 1: invalid UTF-8 replaced with U+FFFD"]
+
+
+def test_genuine_replacement_character_is_not_noted() -> None:
+    events = [e.replace(b"Hello", "Hell\ufffd".encode()) for e in CHAT.events]
+    assert assemble_sse(CHAT, events).notes == []
+
+
+def test_truncated_final_event() -> None:
+    result = assemble_sse(CHAT_TRUNCATED, CHAT_TRUNCATED.events)
+    assert result.reply == CHAT_TRUNCATED.reply
+    n = len(CHAT_TRUNCATED.events) - 1
+    assert result.notes[0] == f"chunk {n}: event cut short (no blank line at the end of the stream)"
+    assert result.notes[1].startswith(f"chunk {n}: data is not JSON: ")
+
+
+def test_final_event_missing_only_its_blank_line_still_counts() -> None:
+    events = CHAT.events[:-1]  # no [DONE]
+    events[-1] = events[-1].rstrip(b"\n")
+    result = assemble_sse(CHAT, events)
+    assert result.reply == CHAT.full
+    assert result.notes == [f"chunk {len(events) - 1}: event cut short (no blank line at the end of the stream)"]
+
+
+def test_data_after_done_is_ignored() -> None:
+    events = CHAT.events + [sse_data({"choices": [{"index": 0, "delta": {"content": "late"}}]})]
+    result = assemble_sse(CHAT, events)
+    assert result.reply == CHAT.full
+    assert result.notes == [f"chunk {len(CHAT.events)}: 1 event(s) with data after [DONE] ignored"]
+
+
+def test_wrongly_typed_json_is_noted_not_raised() -> None:
+    events = [
+        sse_data({"object": "chat.completion.chunk", "choices": [{"index": [0], "delta": {"content": "x"}}]}),
+        sse_data({"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": 5}}]}),
+        sse_data({"object": "chat.completion.chunk", "choices": 7}),
+        *CHAT.events,
+    ]
+    result = assemble_sse(CHAT, events)
+    assert result.reply is not None
+    assert result.reply["choices"][0]["message"]["content"].startswith("Hello!")
+    assert [n.split(":")[0] for n in result.notes] == ["chunk 0", "chunk 2"]
+
+
+def test_unknown_shape_has_no_reply_and_no_note() -> None:
+    events = [sse_data({"tokens": ["a"]}), b"data: [DONE]\n\n"]
+    assert assemble("/v1/audio/speech", SSE, events) == Assembled(None, [])
+
+
+def test_empty_stream() -> None:
+    assert assemble(CHAT.path, SSE, []) == Assembled(None, [])
+
+
+_KEYS = st.sampled_from([
+    "choices", "delta", "index", "content", "refusal", "tool_calls", "function", "function_call", "arguments",
+    "name", "id", "type", "logprobs", "text", "usage", "object", "error", "response", "output", "output_index",
+    "content_index", "item", "part", "finish_reason", "message", "role", "sequence_number",
+])
+_SCALARS = (
+    st.none() | st.booleans() | st.integers(-2, 3) | st.floats(allow_nan=False)
+    | st.sampled_from(["chat.completion.chunk", "text_completion", "response.output_text.delta",
+                       "response.output_item.added", "response.content_part.added", "response.refusal.done",
+                       "response.function_call_arguments.delta", "response.completed", "error", "", "x"])
+)
+_JSON = st.recursive(
+    _SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_KEYS, inner, max_size=4), max_leaves=16
+)
+_EVENT = st.tuples(
+    st.sampled_from([None, "error", "message", "response.created", "response.output_text.delta"]),
+    st.dictionaries(_KEYS, _JSON, max_size=5),
+)
+
+
+@settings(max_examples=150, deadline=None, database=None)
+@given(events=st.lists(_EVENT, max_size=8), path=st.sampled_from(["/v1/chat/completions", "/v1/completions",
+                                                                 "/v1/responses", "/v1/other"]))
+def test_arbitrary_json_events_never_raise(events: list[tuple[str | None, dict[str, Any]]], path: str) -> None:
+    raw = [(b"event: " + name.encode() + b"\n" if name else b"") + sse_data(obj) for name, obj in events]
+    result = assemble(path, SSE, raw)
+    reply_text(result.reply)
+    usage_tokens(result.reply)
+    render_recording({"reply": result.reply})
+
+
+@settings(max_examples=150, deadline=None, database=None)
+@given(body=st.binary(max_size=200), content_type=st.sampled_from([SSE, "application/json", None]))
+def test_arbitrary_bytes_never_raise(body: bytes, content_type: str | None) -> None:
+    assemble(CHAT.path, content_type, resplit(body, []) if content_type == SSE else [body])
+
+
+# --- bodies that are not streams -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape", ALL_SHAPES, ids=by_name)
+def test_json_body_is_the_reply(shape: Shape) -> None:
+    body = orjson.dumps(shape.full)
+    assert assemble(shape.path, "application/json", [body]) == Assembled(shape.full, [])
+
+
+def test_json_body_in_several_chunks() -> None:
+    body = orjson.dumps(CHAT.full)
+    assert assemble(CHAT.path, "application/json", [body[:10], body[10:]]).reply == CHAT.full
+
+
+def test_upstream_error_body_is_the_reply() -> None:
+    body = orjson.dumps({"error": SERVER_ERROR})
+    assert assemble(CHAT.path, "application/json; charset=utf-8", [body]) == Assembled({"error": SERVER_ERROR}, [])
+
+
+def test_non_json_body() -> None:
+    result = assemble(CHAT.path, "text/html", [b"<html>502 Bad Gateway</html>"])
+    assert result == Assembled(None, ["body is not JSON: b'<html>502 Bad Gateway</html>'"])
+
+
+def test_json_body_that_is_not_an_object() -> None:
+    assert assemble(CHAT.path, "application/json", [b"[1]"]) == Assembled(None, ["body is JSON but not an object: b'[1]'"])
+
+
+@pytest.mark.parametrize("chunks", [[], [b""], [b"  \n"]], ids=["none", "empty", "blank"])
+def test_empty_body(chunks: list[bytes]) -> None:
+    assert assemble(CHAT.path, "application/json", chunks) == Assembled(None, [])
+
+
+def test_event_stream_under_a_wrong_content_type() -> None:
+    result = assemble(CHAT.path, None, [stream_body(CHAT)])
+    assert result == Assembled(CHAT.full, ["body is an event stream sent as None"])
+
+
+# --- usage_tokens and reply_text ------------------------------------------------------------------------
+
+EXPECTED_TOKENS = {
+    "chat_simple": (19, 8),
+    "chat_n2": (23, 9),
+    "chat_refusal": (31, 9),
+    "chat_tools": (64, 9),
+    "chat_function_call": (58, 4),
+    "chat_logprobs": (15, 5),
+    "chat_extra_fields": (12, 13),
+    "completions": (4, 11),
+    "responses_text": (27, 7),
+    "responses_tool": (52, 5),
+    "responses_refusal": (18, 6),
+}
+
+
+def test_every_shape_has_expected_token_counts() -> None:
+    assert set(EXPECTED_TOKENS) == set(SHAPES)
+
+
+@pytest.mark.parametrize("shape", ALL_SHAPES, ids=by_name)
+def test_usage_tokens(shape: Shape) -> None:
+    assert usage_tokens(shape.full) == EXPECTED_TOKENS[shape.name]
+    assert usage_tokens(assemble_sse(shape, shape.events).reply) == EXPECTED_TOKENS[shape.name]
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        (None, (None, None)),
+        ({}, (None, None)),
+        ({"usage": None}, (None, None)),
+        ({"usage": {"prompt_tokens": True, "completion_tokens": "7"}}, (None, None)),
+        ({"usage": {"prompt_tokens": None, "input_tokens": 3, "output_tokens": 4}}, (3, 4)),
+    ],
+)
+def test_usage_tokens_tolerates_odd_usage(reply: dict[str, Any] | None, expected: tuple[int | None, int | None]) -> None:
+    assert usage_tokens(reply) == expected
+
+
+@pytest.mark.parametrize("shape", ALL_SHAPES, ids=by_name)
+def test_reply_text(shape: Shape) -> None:
+    assert reply_text(shape.full) == shape.text
+    assert reply_text(assemble_sse(shape, shape.events).reply) == shape.text
+
+
+def test_reply_text_of_odd_replies() -> None:
+    assert reply_text(None) == ""
+    assert reply_text({"error": SERVER_ERROR}) == ""
+    parts = {"choices": [{"message": {"content": [{"type": "text", "text": "a"}, {"type": "image_url"}]}}, None]}
+    assert reply_text(parts) == "a"
+    assert "tool" not in reply_text(SHAPES["chat_tools"].full)

@@ -93,7 +93,8 @@ class Recorder:
         self._idle.clear()
         self._wake.set()
 
-    def _spool_now(self, records: list[Record]) -> None:
+    def _spool_now(self, records: list[Record]) -> bool:
+        """Write to the spool; False (and the records back in memory) if the disk refuses."""
         for r in records:
             ensure_assembled(r)
         try:
@@ -105,10 +106,11 @@ class Recorder:
             for r in records:
                 self._pending.append((r, time.monotonic()))
                 self._pending_bytes += _size(r)
-            return
+            return False
         self.stats.spooled += len(records)
         self._spool_waiting = True
         self._wake.set()
+        return True
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="streamproxy-recorder")
@@ -142,7 +144,10 @@ class Recorder:
         for r in batch:
             ensure_assembled(r)
         if not may_try_db:
-            self._spool_now(batch)
+            if not self._spool_now(batch):
+                # Neither the database nor the disk takes them: wait for the next database attempt
+                # instead of retrying the disk in a loop that never yields.
+                await asyncio.sleep(max(0.0, self._retry_at - time.monotonic()))
             return
         try:
             await self.store.insert(batch)

@@ -116,6 +116,30 @@ async def test_read_only_database_spools_then_catches_up(
     assert not spool_files(tmp_path / "spool")
 
 
+async def test_database_and_spool_both_refusing_keeps_recordings_in_memory(
+    fake_upstream: FakeUpstream, proxy: RunningProxy, openai_client: openai.AsyncOpenAI, db_url: str, tmp_path: Path
+) -> None:
+    fake_upstream.sse("/v1/chat/completions", chat_events(PIECES))
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    before = await proxy.store.count()
+    stats = proxy.recorder.stats
+    with sqlite_write_lock(db_file_of(db_url)), immutable([spool]):
+        first = await asyncio.gather(*(stream_text(openai_client) for _ in range(3)))
+        await wait_until(lambda: stats.db_failures >= 2, what="a second failed database attempt")
+        later = [await stream_text(openai_client) for _ in range(3)]  # streams still flow meanwhile
+        assert [t for _, t in first + later] == ["".join(PIECES)] * 6
+        # Nowhere to put them: they wait in memory, retried at the database's pace, not in a busy loop.
+        assert stats.spool_failures <= 2 * stats.db_failures + 2, (stats.spool_failures, stats.db_failures)
+        assert not spool_files(spool)
+
+    async def all_written() -> bool:
+        return await proxy.store.count() == before + 6
+
+    await wait_until(all_written, what="the held recordings to reach the database")
+    await assert_all_stored(proxy.store, [i for i, _ in first + later])
+
+
 async def open_stream(session: aiohttp.ClientSession, url: str) -> tuple[aiohttp.ClientResponse, bytes]:
     r = await session.post(url, json={**REQUEST, "stream": True}, headers={"Authorization": f"Bearer {API_KEY}"})
     assert r.status == 200

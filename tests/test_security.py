@@ -146,6 +146,12 @@ def test_serve_refuses_to_bind_off_loopback_without_a_token(tmp_path: Path, host
     assert not (tmp_path / "x.db").exists()
 
 
+def test_serve_refuses_an_upstream_url_carrying_credentials(tmp_path: Path) -> None:
+    r = serve_cli("--upstream", f"http://someone:{UPSTREAM_KEY}@127.0.0.1:9/v1", "--port", "0", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "credentials" in r.stderr
+    assert UPSTREAM_KEY not in r.stderr + r.stdout
+
+
 class OffLoopbackServe(ServeProcess):
     def __init__(self, host: str, *args: str, log_path: Path) -> None:
         super().__init__(*args, "--host", host, log_path=log_path)

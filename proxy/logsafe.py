@@ -1,8 +1,9 @@
-"""Keep request bytes out of the logs.
+"""Keep credentials out of the logs.
 
 aiohttp logs a request it cannot parse with the exception, and the exception quotes the
 offending bytes: a header too long or malformed may well be ``Authorization: Bearer sk-…``.
-The filter keeps the line and the reason, and drops the quoted bytes.
+That filter keeps the line and the reason, and drops the quoted bytes. The access log's
+request line keeps its query, less the values of parameters named like credentials.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import logging
 
 from aiohttp.http_exceptions import HttpProcessingError
+
+from proxy.credentials import redact_query
 
 __all__ = ["install_log_redaction"]
 
@@ -26,8 +29,15 @@ class _ParseErrorFilter(logging.Filter):
         return True
 
 
-def install_log_redaction() -> None:
-    """Attach the filter to aiohttp's server logger (once; called by ``serve`` at start-up)."""
-    logger = logging.getLogger("aiohttp.server")
-    if not any(isinstance(f, _ParseErrorFilter) for f in logger.filters):
-        logger.addFilter(_ParseErrorFilter())
+class _QueryFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = redact_query(record.getMessage())
+        record.args = None
+        return True
+
+
+def install_log_redaction(access_logger: logging.Logger) -> None:
+    """Attach the filters to aiohttp's server logger and the access logger (once; ``serve`` calls it)."""
+    for logger, kind in ((logging.getLogger("aiohttp.server"), _ParseErrorFilter), (access_logger, _QueryFilter)):
+        if not any(isinstance(f, kind) for f in logger.filters):
+            logger.addFilter(kind())

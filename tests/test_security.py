@@ -31,7 +31,8 @@ UPSTREAM_KEY = "sk-upstream-RECOGNISABLE-51e2d0aa"
 WRONG_KEY = "sk-wrong-RECOGNISABLE-0badbeef"
 ADMIN_TOKEN = "admin-RECOGNISABLE-c0ffee99"
 COOKIE = "session=COOKIE-RECOGNISABLE-abc123"
-SECRETS = (CLIENT_KEY, OTHER_CLIENT_KEY, UPSTREAM_KEY, WRONG_KEY, ADMIN_TOKEN, "COOKIE-RECOGNISABLE")
+QUERY_KEY = "query-key-RECOGNISABLE-77aa"
+SECRETS = (CLIENT_KEY, OTHER_CLIENT_KEY, UPSTREAM_KEY, WRONG_KEY, ADMIN_TOKEN, "COOKIE-RECOGNISABLE", QUERY_KEY)
 
 
 def keyed(proxy_factory: ProxyFactory, **kw: object):  # type: ignore[no-untyped-def]
@@ -55,6 +56,29 @@ async def test_admitted_client_key_is_replaced_by_the_upstream_key(proxy_factory
     assert not any(CLIENT_KEY in v for v in up.headers.values()), "the proxy key leaked upstream"
     rec = await recording(proxy, raw.headers["x-recording-id"])
     assert rec.key_fingerprint == fingerprint(CLIENT_KEY) and rec.outcome == "complete"
+
+
+@pytest.mark.parametrize(
+    ("query", "recorded"),
+    [
+        ("api-version=2024-06-01", "api-version=2024-06-01"),
+        (f"api-version=1&api-key={QUERY_KEY}", "api-version=1&api-key=[redacted]"),
+        (f"access_token={QUERY_KEY}&x=1&Key={QUERY_KEY}", "access_token=[redacted]&x=1&Key=[redacted]"),
+        (f"x-goog-api-key={QUERY_KEY}", "x-goog-api-key=[redacted]"),
+    ],
+)
+async def test_credentials_in_the_query_go_upstream_but_are_not_recorded(
+    fake_upstream: FakeUpstream, proxy_factory: ProxyFactory, query: str, recorded: str
+) -> None:
+    proxy = await proxy_factory()
+    fake_upstream.json("/v1/models", {"object": "list", "data": []})
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"{proxy.base_url}/models?{query}") as r:
+            assert r.status == 200
+            rec_id = r.headers["X-Recording-Id"]
+    assert fake_upstream.received[-1].query == query
+    rec = await recording(proxy, rec_id)
+    assert rec.query == recorded
 
 
 @pytest.mark.parametrize(
@@ -206,7 +230,7 @@ async def test_no_credential_in_any_byte_the_proxy_writes(fake_upstream: FakeUps
                 ("/v1/models", {}),
                 ("/v1/responses", {"json": REQUEST}),
                 ("/v1/chat/completions", {"data": b"{not json", "headers": {"x-api-key": WRONG_KEY}}),
-                ("/v1/embeddings?api-version=1", {"json": REQUEST}),  # no script: the fake's own 404
+                (f"/v1/embeddings?api-version=1&api-key={QUERY_KEY}", {"json": REQUEST}),  # the fake's own 404
             ]:
                 async with s.post(server.url + url, **kw) as r:  # type: ignore[arg-type]
                     answers.append(repr(dict(r.headers)).encode())

@@ -16,7 +16,7 @@ import pytest
 
 from proxy.record import Record
 from proxy.store import Store, open_store
-from tests.conftest import API_KEY, RunningProxy
+from tests.conftest import API_KEY, ProxyFactory, RunningProxy
 from tests.faultkit import sqlite_files, sqlite_write_lock, wait_until
 from tests.fakes import FakeUpstream, Script
 from tests.processes import ServeProcess
@@ -76,6 +76,33 @@ async def test_locked_database_spools_then_catches_up(
     stored = await assert_all_stored(proxy.store, ids)
     assert all(r.chunks == chat_events(PIECES) for r in stored)
     assert not spool_files(tmp_path / "spool")
+
+
+async def test_buffer_is_bounded_while_the_database_stalls(
+    fake_upstream: FakeUpstream, proxy_factory: ProxyFactory, db_url: str, tmp_path: Path
+) -> None:
+    fake_upstream.sse("/v1/chat/completions", chat_events(PIECES))
+    proxy = await proxy_factory(buffer_bytes=8 * 1024)
+    client = openai.AsyncOpenAI(base_url=proxy.base_url, api_key=API_KEY, max_retries=0)
+    depths: list[int] = []
+    try:
+        with sqlite_write_lock(db_file_of(db_url)):
+            ids = []
+            for _ in range(12):
+                ids.append((await stream_text(client))[0])
+                depths.append(proxy.recorder.depth)
+            await proxy.drain()
+            assert spool_files(tmp_path / "spool")
+    finally:
+        await client.close()
+    # ~1.5 KiB a recording: an 8 KiB buffer holds a handful, the rest went to the spool at once.
+    assert max(depths) <= 6, depths
+
+    async def all_written() -> bool:
+        return await proxy.store.count() >= 12
+
+    await wait_until(all_written, what="the spooled recordings to reach the database")
+    await assert_all_stored(proxy.store, ids)
 
 
 @contextlib.contextmanager

@@ -64,11 +64,22 @@ def unaccepting_listener() -> Iterator[int]:
     listener.bind(("127.0.0.1", 0))
     listener.listen(0)
     port = int(listener.getsockname()[1])
-    filler = socket.create_connection(("127.0.0.1", port), timeout=2)  # takes the one queue slot
+    fillers: list[socket.socket] = []
     try:
+        for _ in range(16):  # fill the accept queue until a connect no longer completes
+            s = socket.socket()
+            fillers.append(s)
+            s.settimeout(0.2)
+            try:
+                s.connect(("127.0.0.1", port))
+            except TimeoutError:
+                break
+        else:
+            raise RuntimeError("the accept queue never filled up; cannot reproduce a connect timeout here")
         yield port
     finally:
-        filler.close()
+        for s in fillers:
+            s.close()
         listener.close()
 
 

@@ -3,7 +3,10 @@ where the proxy connects."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import aiohttp
+import orjson
 import pytest
 
 from tests.conftest import API_KEY, ProxyFactory, RunningProxy
@@ -17,13 +20,20 @@ def port_of(proxy: RunningProxy) -> int:
     return int(proxy.url.rsplit(":", 1)[1])
 
 
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
 async def test_body_over_max_body_is_an_openai_shaped_413_and_recorded(
-    proxy_factory: ProxyFactory, fake_upstream: FakeUpstream
+    proxy_factory: ProxyFactory, fake_upstream: FakeUpstream, chunked: bool
 ) -> None:
     proxy = await proxy_factory(max_body=1024)
-    big = {**REQUEST, "messages": [{"role": "user", "content": "x" * 4096}]}
+    big = orjson.dumps({**REQUEST, "messages": [{"role": "user", "content": "x" * 4096}]})
+
+    async def pieces() -> AsyncIterator[bytes]:
+        for i in range(0, len(big), 512):
+            yield big[i : i + 512]
+
+    body = pieces() if chunked else big
     async with aiohttp.ClientSession() as s:
-        async with s.post(proxy.base_url + "/chat/completions", json=big, headers={"Authorization": f"Bearer {API_KEY}"}) as r:
+        async with s.post(proxy.base_url + "/chat/completions", data=body, headers={"Authorization": f"Bearer {API_KEY}"}) as r:
             assert r.status == 413
             err = (await r.json())["error"]
             rec_id = r.headers["X-Recording-Id"]

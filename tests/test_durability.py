@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import sqlite3
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiohttp
 import openai
+import orjson
 import pytest
 
 from proxy.record import Record
@@ -165,6 +167,68 @@ async def test_database_and_spool_both_refusing_keeps_recordings_in_memory(
 
     await wait_until(all_written, what="the held recordings to reach the database")
     await assert_all_stored(proxy.store, [i for i, _ in first + later])
+
+
+@contextlib.contextmanager
+def database_refuses(db_file: Path, path: str) -> Iterator[None]:
+    """A trigger that makes SQLite refuse every recording of ``path``: a record the database will not take."""
+    conn = sqlite3.connect(db_file, timeout=5, isolation_level=None)
+    try:
+        conn.execute(
+            f"CREATE TRIGGER refuse BEFORE INSERT ON recordings WHEN NEW.path = '{path}' "
+            "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+        )
+        yield
+    finally:
+        conn.execute("DROP TRIGGER IF EXISTS refuse")
+        conn.close()
+
+
+def rejected_ids(directory: Path) -> list[str]:
+    return [orjson.loads(line)["id"] for p in directory.glob("rejected-*") for line in p.read_bytes().splitlines()]
+
+
+async def test_a_record_the_database_refuses_does_not_block_the_others(
+    fake_upstream: FakeUpstream, proxy: RunningProxy, openai_client: openai.AsyncOpenAI, db_url: str, tmp_path: Path
+) -> None:
+    fake_upstream.sse("/v1/chat/completions", chat_events(PIECES))
+    fake_upstream.json("/v1/poison", {"ok": True})
+    spool = tmp_path / "spool"
+    with database_refuses(db_file_of(db_url), "/v1/poison"):
+        with sqlite_write_lock(db_file_of(db_url)):  # all of them wait in one spool file, the refused one first
+            async with aiohttp.ClientSession() as s:
+                async with s.post(proxy.base_url + "/poison", json=REQUEST) as r:
+                    poison = r.headers["X-Recording-Id"]
+            ids = [(await stream_text(openai_client))[0] for _ in range(3)]
+            await proxy.drain()
+
+        async def others_written() -> bool:
+            return all([await proxy.store.get(i, chunks=False) for i in ids])
+
+        await wait_until(others_written, what="the other recordings to get past the refused one")
+        await assert_all_stored(proxy.store, ids)
+        assert rejected_ids(spool) == [poison] and await proxy.store.get(poison) is None
+        assert not spool_files(spool)
+
+        # Alone in its batch, a refused record looks like an outage at first; it goes aside once
+        # the database has gone on taking others around it.
+        async with aiohttp.ClientSession() as s:
+            async with s.post(proxy.base_url + "/poison", json=REQUEST) as r:
+                second = r.headers["X-Recording-Id"]
+        later: list[str] = []
+
+        async def set_aside() -> bool:
+            later.append((await stream_text(openai_client))[0])
+            return second in rejected_ids(spool)
+
+        await wait_until(set_aside, what="the lone refused recording to be set aside")
+        await proxy.drain()
+
+    async def later_written() -> bool:
+        return all([await proxy.store.get(i, chunks=False) for i in later])
+
+    await wait_until(later_written, what="the recordings made around it")
+    assert proxy.recorder.stats.rejected == 2 and not spool_files(spool)
 
 
 async def open_stream(session: aiohttp.ClientSession, url: str) -> tuple[aiohttp.ClientResponse, bytes]:

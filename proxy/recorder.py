@@ -233,6 +233,8 @@ class Recorder:
                     refused = await self._insert(batch)
                 except Exception as exc:  # noqa: BLE001 - leave the claimed file for the next attempt
                     failure, file_ok = exc, False
+                    if _looks_like_outage(exc):
+                        break
                     if len(batch) == 1:
                         lone_failures.append((batch[0], exc))
                     continue
@@ -240,6 +242,8 @@ class Recorder:
                 accepted += len(batch) - len(refused)
             if file_ok:
                 path.unlink(missing_ok=True)
+            elif failure is not None and _looks_like_outage(failure):
+                break
         self.stats.written += accepted
         if failure is None:
             self._db_recovered()

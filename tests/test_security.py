@@ -116,8 +116,10 @@ async def test_sdk_sees_authentication_error_for_a_wrong_key(proxy_factory: Prox
     assert err.status_code == 401 and WRONG_KEY not in str(err)
 
 
-async def get_status(url: str, token: str | None = None, local_addr: tuple[str, int] | None = None) -> int:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+async def get_status(
+    url: str, token: str | None = None, local_addr: tuple[str, int] | None = None, headers: dict[str, str] | None = None
+) -> int:
+    headers = {**(headers or {}), **({"Authorization": f"Bearer {token}"} if token else {})}
     connector = aiohttp.TCPConnector(local_addr=local_addr) if local_addr else None
     async with aiohttp.ClientSession(connector=connector) as s:
         async with s.get(url, headers=headers) as r:
@@ -148,12 +150,14 @@ async def test_audit_api_refuses_non_loopback_callers_without_a_token(proxy_fact
         port = next(a[1] for a in proxy.runner.addresses if a[0] == addr)
         outside = f"http://{addr}:{port}"
         assert await get_status(outside + "/recordings", local_addr=(addr, 0)) == (403 if token is None else 401)
+        spoofed = {"X-Forwarded-For": "127.0.0.1", "Forwarded": "for=127.0.0.1", "X-Real-IP": "127.0.0.1"}
+        assert await get_status(outside + "/recordings", local_addr=(addr, 0), headers=spoofed) == (403 if token is None else 401)
         assert await get_status(outside + "/ui", local_addr=(addr, 0)) == (403 if token is None else 401)
         assert await get_status(outside + "/healthz", local_addr=(addr, 0)) == 200
         if token:
             assert await get_status(outside + "/recordings", token=token, local_addr=(addr, 0)) == 200
-        else:
-            assert await get_status(proxy.url + "/recordings") == 200  # loopback is still let in
+        else:  # loopback is still let in, 127.0.0.2 included
+            assert await get_status(proxy.url + "/recordings", local_addr=("127.0.0.2", 0)) == 200
 
 
 def serve_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

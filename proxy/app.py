@@ -11,10 +11,11 @@ from aiohttp import web
 
 from proxy import audit
 from proxy.errors import error_response
-from proxy.keys import METRICS, RECORDER, RELAY, SESSION, SETTINGS, STATE, STORE
+from proxy.keys import METRICS, RECORDER, RELAY, REPLAYER, SESSION, SETTINGS, STATE, STORE
 from proxy.metrics import Metrics
 from proxy.recorder import Recorder
 from proxy.relay import Relay, RuntimeState, new_record
+from proxy.replay import Replayer
 from proxy.settings import Settings
 from proxy.spool import Spool
 from proxy.store import Store, open_store
@@ -51,6 +52,8 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     app[SESSION] = session
     app[RELAY] = Relay(settings, session, app[RECORDER], app[METRICS], app[STATE])
+    # The session is created in every mode but used only to forward: replay never touches it.
+    app[REPLAYER] = Replayer(settings, app[STORE], app[RELAY])
     yield
     await session.close()
 
@@ -79,7 +82,13 @@ async def v1_handler(request: web.Request) -> web.StreamResponse:
             rec, loop_start, record, 401, "Incorrect API key provided to streamproxy.",
             "invalid_request_error", "invalid_api_key",
         )
+    if settings.mode.replays:
+        return await app[REPLAYER].handle(request, rec, loop_start)
     return await relay.forward(request, rec, loop_start, record=record)
+
+
+async def replay_handler(request: web.Request) -> web.StreamResponse:
+    return await request.app[REPLAYER].replay_by_id(request)
 
 
 async def not_found(request: web.Request) -> web.Response:
@@ -97,5 +106,6 @@ def create_app(settings: Settings) -> web.Application:
     app.on_shutdown.append(_on_shutdown)
     app.router.add_route("*", "/v1{tail:(/.*)?}", v1_handler)
     audit.add_routes(app)
+    app.router.add_get("/recordings/{id}/replay", replay_handler)
     app.router.add_route("*", "/{tail:.*}", not_found)
     return app

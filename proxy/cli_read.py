@@ -16,7 +16,7 @@ from proxy.render import render_recording
 from proxy.settings import normalize_db_url
 from proxy.store import Store, open_store
 
-__all__ = ["filter_options", "register", "with_store"]
+__all__ = ["filter_options", "load_recording", "register", "with_store"]
 
 T = TypeVar("T")
 
@@ -28,6 +28,18 @@ async def with_store(db: str, action: Callable[[Store], Awaitable[T]]) -> T:
         return await action(Store(engine))
     finally:
         await engine.dispose()
+
+
+def load_recording(db: str, rec_id: str) -> Record:
+    """One recording with its chunks, from an existing database; a missing one is a clear error."""
+
+    async def get(store: Store) -> Record:
+        rec = await store.get(rec_id, chunks=True)
+        if rec is None:
+            raise StoreError(f"no recording {rec_id}")
+        return rec
+
+    return run(with_store(db, get))
 
 
 def filter_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -93,14 +105,7 @@ async def _filters(values: dict[str, str | None]) -> Filters:
 @click.option("--chunks", is_flag=True, help="Include every chunk (with --json), or list them.")
 def show(rec_id: str, db: str, as_json: bool, chunks: bool) -> None:
     """One recording, as a conversation (or JSON)."""
-
-    async def get(store: Store) -> Record:
-        rec = await store.get(rec_id, chunks=True)
-        if rec is None:
-            raise StoreError(f"no recording {rec_id}")
-        return rec
-
-    rec = run(with_store(db, get))
+    rec = load_recording(db, rec_id)
     if as_json:
         click.echo(_dump(to_json(rec, chunks=chunks)))
         return

@@ -8,10 +8,11 @@ from aiohttp import web
 from proxy.metrics import Metrics
 from proxy.recorder import Recorder
 from proxy.relay import Relay, RuntimeState
+from proxy.replay import Replayer
 from proxy.settings import Settings
 from proxy.store import Store
 
-__all__ = ["METRICS", "RECORDER", "RELAY", "SESSION", "SETTINGS", "STATE", "STORE"]
+__all__ = ["METRICS", "RECORDER", "RELAY", "REPLAYER", "SESSION", "SETTINGS", "STATE", "STORE"]
 
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
@@ -19,4 +20,5 @@ RECORDER = web.AppKey("recorder", Recorder)
 METRICS = web.AppKey("metrics", Metrics)
 STATE = web.AppKey("state", RuntimeState)
 RELAY = web.AppKey("relay", Relay)
+REPLAYER = web.AppKey("replayer", Replayer)
 SESSION = web.AppKey("upstream_session", aiohttp.ClientSession)

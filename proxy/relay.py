@@ -152,6 +152,7 @@ class Relay:
     def reject(self, rec: Record, loop_start: float, record: bool, status: int, message: str, type_: str, code: str) -> web.Response:
         """A proxy-made error before any upstream contact, recorded like everything else."""
         body = orjson.dumps({"error": {"message": message, "type": type_, "code": code}})
+        rec.match_key = ""  # the proxy's own answer: nothing upstream said, so nothing to replay
         rec.status = status
         rec.response_headers = {"content-type": "application/json"}
         rec.chunks = [body]
@@ -271,6 +272,7 @@ class Relay:
             self.finish(rec, loop_start, record)
 
     def _before_headers(self, rec: Record, status: int, message: str, code: str) -> web.Response:
+        rec.match_key = ""
         rec.status = status
         rec.error = message
         body = orjson.dumps({"error": {"message": message, "type": "upstream_error", "code": code}})

@@ -52,6 +52,10 @@ class Mode(enum.Enum):
     def records(self) -> bool:
         return self is not Mode.PASSTHROUGH
 
+    @property
+    def replays(self) -> bool:
+        return self in (Mode.REPLAY, Mode.AUTO)
+
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)[bB]?\s*$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")

@@ -280,6 +280,7 @@ class Recorder:
     async def close(self, timeout: float = 30.0) -> None:
         """Write what is buffered; whatever the database cannot take by ``timeout`` goes to the spool."""
         self._closing = True
+        self._retry_at = 0.0  # one last try at the database, whatever the backoff says
         self._wake.set()
         if self._task is not None:
             try:

@@ -58,8 +58,9 @@ async def assert_all_stored(store: Store, ids: list[str], outcome: str = "comple
     return stored
 
 
+@pytest.mark.parametrize("then", ["keeps-running", "stops"])
 async def test_locked_database_spools_then_catches_up(
-    fake_upstream: FakeUpstream, proxy: RunningProxy, openai_client: openai.AsyncOpenAI, db_url: str, tmp_path: Path
+    fake_upstream: FakeUpstream, proxy: RunningProxy, openai_client: openai.AsyncOpenAI, db_url: str, tmp_path: Path, then: str
 ) -> None:
     fake_upstream.sse("/v1/chat/completions", chat_events(PIECES))
     before = await proxy.store.count()
@@ -70,12 +71,17 @@ async def test_locked_database_spools_then_catches_up(
         assert spool_files(tmp_path / "spool")
         assert proxy.recorder.stats.spooled == 5 and proxy.recorder.stats.written == 0
     ids = [i for i, _ in results]
+    if then == "stops":  # stopped right after the outage: the spool is written before exit, not left for later
+        await proxy.stop()
+        async with store_at(db_url) as store:
+            stored = await assert_all_stored(store, ids)
+    else:
 
-    async def all_written() -> bool:
-        return await proxy.store.count() == before + 5
+        async def all_written() -> bool:
+            return await proxy.store.count() == before + 5
 
-    await wait_until(all_written, what="spooled recordings to reach the database")
-    stored = await assert_all_stored(proxy.store, ids)
+        await wait_until(all_written, what="spooled recordings to reach the database")
+        stored = await assert_all_stored(proxy.store, ids)
     assert all(r.chunks == chat_events(PIECES) for r in stored)
     assert not spool_files(tmp_path / "spool")
 

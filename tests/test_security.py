@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import subprocess
 import sys
 from pathlib import Path
@@ -15,12 +16,12 @@ import orjson
 import pytest
 from aiohttp import web
 
-from proxy.cli import main as cli_main
 from proxy.credentials import fingerprint
 from tests.conftest import ProxyFactory
 from tests.faultkit import non_loopback_address, sdk_error, sqlite_write_lock, wait_until
 from tests.fakes import FakeUpstream, Script
 from tests.processes import ServeProcess
+from tests.recorded import cli
 from tests.test_durability import db_file_of, spool_files
 from tests.test_faults_upstream import recording
 from tests.test_relay import PIECES, REQUEST, chat_events
@@ -259,8 +260,10 @@ async def test_no_credential_in_any_byte_the_proxy_writes(fake_upstream: FakeUps
             await wait_until(all_recorded, what="the session's 8 recordings")
             listing = orjson.loads(answers[-1])
             for item in listing["recordings"]:
-                async with s.get(server.url + f"/recordings/{item['id']}?chunks=1", headers=admin) as r:
-                    answers.append(await r.read())
+                for view in ("?chunks=1", "/replay?speed=0"):
+                    async with s.get(server.url + f"/recordings/{item['id']}{view}", headers=admin) as r:
+                        with contextlib.suppress(aiohttp.ClientPayloadError):  # a cut replays as a cut
+                            answers.append(await r.read())
             async with s.get(server.url + "/recordings", headers={"Authorization": f"Bearer {WRONG_KEY}"}) as r:
                 answers.append(await r.read())
             async with s.get(server.url + "/metrics") as r:
@@ -282,15 +285,15 @@ async def test_no_credential_in_any_byte_the_proxy_writes(fake_upstream: FakeUps
     (outputs / "answers.bin").write_bytes(b"\n".join(answers) + spooled)
     commands = [["list", "--json"], ["show", listing["recordings"][0]["id"], "--json", "--chunks"]]
     commands += [["show", item["id"]] for item in listing["recordings"]]
-    if "export" in cli_main.commands:
-        commands.append(["export", "-o", str(outputs / "export.jsonl")])
+    commands += [["replay", item["id"], "--speed", "0", "--raw"] for item in listing["recordings"]]
+    commands.append(["export", "-o", str(outputs / "export.jsonl")])
     for i, args in enumerate(commands):
-        r = subprocess.run(
-            [sys.executable, "-m", "proxy", *args, "--db", db_url], capture_output=True, cwd=tmp_path, timeout=60, check=True
-        )
-        (outputs / f"cli-{i}.out").write_bytes(r.stdout + r.stderr)
+        r = await cli(*args, "--db", db_url)
+        assert r.returncode == 0 or args[0] == "replay", r.stderr  # replaying a cut recording ends in its cut
+        (outputs / f"cli-{i}.out").write_bytes(r.stdout + r.stderr.encode())
 
     assert "DEBUG" in log.read_text(), "the session did not run at debug level"
+    assert len((outputs / "export.jsonl").read_bytes().splitlines()) == 9
     written = [p for p in tmp_path.rglob("*") if p.is_file() and p != keys_file]
     assert any(p.name.endswith(".db") for p in written) and len(written) > 5
     for path in written:

@@ -14,9 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+import aiohttp
 import openai
 import orjson
 import pytest
+
+from proxy.record import Record
+from tests.conftest import RunningProxy
+from tests.fakes import FakeUpstream
+from tests.test_relay import REQUEST, chat_events
 
 SIOCGIFADDR = 0x8915
 
@@ -218,3 +224,30 @@ def rss_kib(pid: int) -> tuple[int, int]:
         key, _, value = line.partition(":")
         fields[key] = value
     return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
+
+
+def db_file_of(db_url: str) -> Path:
+    """The file behind a SQLite URL."""
+    return Path(db_url.split(":///", 1)[1])
+
+
+def spool_files(directory: Path) -> list[Path]:
+    """Spool files with recordings waiting in them."""
+    return [p for p in directory.glob("spool-*") if p.stat().st_size] if directory.is_dir() else []
+
+
+async def still_serves(fake: FakeUpstream, proxy: RunningProxy) -> None:
+    """After a fault the same proxy relays the next stream in full."""
+    fake.sse("/v1/healthcheck-stream", chat_events(["ok"]))
+    async with aiohttp.ClientSession() as s:
+        async with s.post(proxy.base_url + "/healthcheck-stream", json=REQUEST) as r:
+            assert r.status == 200
+            assert await r.read() == b"".join(chat_events(["ok"]))
+
+
+async def recording(proxy: RunningProxy, rec_id: str) -> Record:
+    """The stored recording, once the recorder has written everything submitted so far."""
+    await proxy.drain()
+    rec = await proxy.store.get(rec_id)
+    assert rec is not None, f"recording {rec_id} was lost"
+    return rec

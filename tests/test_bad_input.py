@@ -10,9 +10,8 @@ import orjson
 import pytest
 
 from tests.conftest import API_KEY, ProxyFactory, RunningProxy
-from tests.faultkit import json_body, raw_request, status_of, trap_server
+from tests.faultkit import json_body, raw_request, recording, status_of, still_serves, trap_server
 from tests.fakes import FakeUpstream
-from tests.test_faults_upstream import recording, still_serves
 from tests.test_relay import REQUEST
 
 

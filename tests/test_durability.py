@@ -19,18 +19,10 @@ import pytest
 from proxy.record import Record
 from proxy.store import Store, open_store
 from tests.conftest import API_KEY, ProxyFactory, RunningProxy
-from tests.faultkit import sqlite_files, sqlite_write_lock, wait_until
+from tests.faultkit import db_file_of, spool_files, sqlite_files, sqlite_write_lock, wait_until
 from tests.fakes import FakeUpstream, Script
 from tests.processes import ServeProcess
 from tests.test_relay import PIECES, REQUEST, chat_events
-
-
-def db_file_of(db_url: str) -> Path:
-    return Path(db_url.split(":///", 1)[1])
-
-
-def spool_files(directory: Path) -> list[Path]:
-    return [p for p in directory.glob("spool-*") if p.stat().st_size] if directory.is_dir() else []
 
 
 @contextlib.asynccontextmanager

@@ -12,12 +12,10 @@ import openai
 import orjson
 
 from proxy.filters import Filters
-
 from tests.conftest import API_KEY, ProxyFactory, RunningProxy
-from tests.faultkit import rss_kib, silent_server, wait_until
+from tests.faultkit import recording, rss_kib, silent_server, still_serves, wait_until
 from tests.fakes import FakeUpstream, Script
 from tests.processes import ServeProcess
-from tests.test_faults_upstream import recording, still_serves
 from tests.test_relay import PIECES, REQUEST, chat_events
 
 

@@ -12,25 +12,9 @@ import orjson
 import pytest
 
 from tests.conftest import API_KEY, ProxyFactory, RunningProxy
-from tests.faultkit import closed_port, sdk_error, silent_server, unaccepting_listener
+from tests.faultkit import closed_port, recording, sdk_error, silent_server, still_serves, unaccepting_listener
 from tests.fakes import FakeUpstream, Script
 from tests.test_relay import PIECES, REQUEST, chat_events, raw_post
-
-
-async def still_serves(fake: FakeUpstream, proxy: RunningProxy) -> None:
-    """After a fault the same proxy relays the next stream in full."""
-    fake.sse("/v1/healthcheck-stream", chat_events(["ok"]))
-    async with aiohttp.ClientSession() as s:
-        async with s.post(proxy.base_url + "/healthcheck-stream", json=REQUEST) as r:
-            assert r.status == 200
-            assert await r.read() == b"".join(chat_events(["ok"]))
-
-
-async def recording(proxy: RunningProxy, rec_id: str):  # type: ignore[no-untyped-def]
-    await proxy.drain()
-    rec = await proxy.store.get(rec_id)
-    assert rec is not None, f"recording {rec_id} was lost"
-    return rec
 
 
 async def test_upstream_cut_mid_stream_reaches_the_sdk_as_an_error(

@@ -8,6 +8,7 @@ import base64
 import contextlib
 import subprocess
 import sys
+from collections.abc import Awaitable
 from pathlib import Path
 
 import aiohttp
@@ -17,13 +18,11 @@ import pytest
 from aiohttp import web
 
 from proxy.credentials import fingerprint
-from tests.conftest import ProxyFactory
-from tests.faultkit import non_loopback_address, sdk_error, sqlite_write_lock, wait_until
+from tests.conftest import ProxyFactory, RunningProxy
+from tests.faultkit import db_file_of, non_loopback_address, recording, sdk_error, spool_files, sqlite_write_lock, wait_until
 from tests.fakes import FakeUpstream, Script
 from tests.processes import ServeProcess
 from tests.recorded import cli
-from tests.test_durability import db_file_of, spool_files
-from tests.test_faults_upstream import recording
 from tests.test_relay import PIECES, REQUEST, chat_events
 
 CLIENT_KEY = "sk-proxyclient-RECOGNISABLE-7f3a9c1d"
@@ -36,7 +35,8 @@ QUERY_KEY = "query-key-RECOGNISABLE-77aa"
 SECRETS = (CLIENT_KEY, OTHER_CLIENT_KEY, UPSTREAM_KEY, WRONG_KEY, ADMIN_TOKEN, "COOKIE-RECOGNISABLE", QUERY_KEY)
 
 
-def keyed(proxy_factory: ProxyFactory, **kw: object):  # type: ignore[no-untyped-def]
+def keyed(proxy_factory: ProxyFactory, **kw: object) -> Awaitable[RunningProxy]:
+    """A proxy that admits only the two client keys and calls upstream with its own."""
     return proxy_factory(client_keys=frozenset({CLIENT_KEY, OTHER_CLIENT_KEY}), upstream_key=UPSTREAM_KEY, **kw)
 
 

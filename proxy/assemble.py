@@ -602,7 +602,7 @@ def _rebuild_output(events: list[tuple[str, dict[str, Any]]]) -> list[dict[str, 
         if type(content) is not list:
             items[oi]["content"] = content = []
         # Append rather than pad: a wild content_index must not allocate.
-        if ci < len(content):
+        if 0 <= ci < len(content):
             content[ci] = part
         else:
             content.append(part)

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Awaitable, Callable
 
 import orjson
 from aiohttp import web
 
+from proxy import ui
 from proxy.credentials import bearer_token
 from proxy.errors import ConfigError, error_response
 from proxy.filters import Filters
 from proxy.keys import METRICS, SETTINGS, STORE
 from proxy.record import to_json
 from proxy.settings import is_loopback
+from proxy.store.stats import GroupBy, compute_stats
 
 __all__ = ["access_middleware", "add_routes"]
 
@@ -33,7 +36,9 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
     if path.startswith(_PROTECTED):
         token = request.app[SETTINGS].admin_token
         if token is not None:
-            if bearer_token(request.headers.get("Authorization")) != token:
+            if not hmac.compare_digest((bearer_token(request.headers.get("Authorization")) or "").encode(), token.encode()):
+                if path == "/ui":
+                    return ui.page_response(request.app, status=401)
                 return error_response(401, "the audit API needs the admin token as Bearer", "invalid_request_error", "invalid_admin_token")
         elif not is_loopback(request.remote or ""):
             return error_response(403, "the audit API is open to loopback only (set --admin-token)", "invalid_request_error", "forbidden")
@@ -50,6 +55,18 @@ async def list_recordings(request: web.Request) -> web.Response:
     limit = max(1, min(limit, _MAX_LIMIT))
     records, cursor = await request.app[STORE].list(filters, limit=limit, cursor=q.get("cursor") or None)
     return _json({"recordings": [to_json(r) for r in records], "next_cursor": cursor})
+
+
+async def recording_stats(request: web.Request) -> web.Response:
+    """``streamproxy stats --json`` over HTTP: the same filters, and ``by`` = model | key | path."""
+    q = request.query
+    try:
+        filters = Filters.from_mapping(q)
+        by = GroupBy.parse(q["by"]) if q.get("by") else None
+    except ConfigError as exc:
+        return error_response(400, str(exc), "invalid_request_error", "bad_parameter")
+    report = await compute_stats(request.app[STORE], filters, by)
+    return _json(report.to_json())
 
 
 async def get_recording(request: web.Request) -> web.Response:
@@ -70,6 +87,8 @@ async def metrics(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/recordings", list_recordings)
+    app.router.add_get("/recordings/stats", recording_stats)
     app.router.add_get("/recordings/{id}", get_recording)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
+    ui.add_routes(app)

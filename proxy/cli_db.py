@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+import orjson
 
 from proxy.cli import db_option, run
 from proxy.settings import mask_url, normalize_db_url
@@ -19,7 +20,8 @@ def db() -> None:
 
 @db.command()
 @db_option
-def upgrade(db: str) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+def upgrade(db: str, as_json: bool) -> None:
     """Apply Alembic migrations up to head (creates the database if needed)."""
     async def go() -> str | None:
         engine = await open_store(normalize_db_url(db), create=True)
@@ -29,6 +31,9 @@ def upgrade(db: str) -> None:
             await engine.dispose()
 
     rev = run(go())
+    if as_json:
+        click.echo(orjson.dumps({"database": mask_url(normalize_db_url(db)), "revision": rev, "head": head_revision()}).decode())
+        return
     click.echo(f"{mask_url(normalize_db_url(db))} is at revision {rev} (head {head_revision()})")
 
 

@@ -50,7 +50,7 @@ def filter_options(f: Callable[..., Any]) -> Callable[..., Any]:
             ("--outcome", "complete | client_closed | upstream_closed | upstream_error | proxy_error."),
             ("--path", "Only this path, e.g. /v1/chat/completions."),
             ("--key", "Only this key fingerprint."),
-            ("--search", "Words that must all appear in the messages or the reply."),
+            ("--search", 'Words (or "quoted phrases") that must all appear in the messages or the reply.'),
             ("--since", "From this time: ISO 8601 or 15m / 2h / 7d ago."),
             ("--until", "Before this time: ISO 8601 or 15m / 2h / 7d ago."),
         ]
@@ -78,11 +78,12 @@ def _row(rec: Record) -> str:
 @db_option
 @filter_options
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 100000), help="At most this many.")
+@click.option("--cursor", default=None, metavar="ID", help="Continue after this id (the last one of the previous page).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
-def list_cmd(db: str, limit: int, as_json: bool, **filters: str | None) -> None:
+def list_cmd(db: str, limit: int, cursor: str | None, as_json: bool, **filters: str | None) -> None:
     """Recordings, newest first."""
     f = run(_filters(filters))
-    records, _ = run(with_store(db, lambda s: s.list(f, limit=limit)))
+    records, next_cursor = run(with_store(db, lambda s: s.list(f, limit=limit, cursor=cursor)))
     if as_json:
         click.echo(_dump([to_json(r) for r in records]))
         return
@@ -92,6 +93,8 @@ def list_cmd(db: str, limit: int, as_json: bool, **filters: str | None) -> None:
     click.echo(f"{'ID':<26}  {'STARTED (UTC)':<19}  {'MODEL':<24}  {'PATH':<28}  {'ST':>3}  {'OUTCOME':<15}  {'TTFB':>7}  {'DURATION':>8}")
     for rec in records:
         click.echo(_row(rec))
+    if next_cursor:
+        click.echo(f"more: add --cursor {next_cursor}", err=True)
 
 
 async def _filters(values: dict[str, str | None]) -> Filters:

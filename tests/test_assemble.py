@@ -530,3 +530,11 @@ def test_reply_text_of_odd_replies() -> None:
     parts = {"choices": [{"message": {"content": [{"type": "text", "text": "a"}, {"type": "image_url"}]}}, None]}
     assert reply_text(parts) == "a"
     assert "tool" not in reply_text(SHAPES["chat_tools"].full)
+
+
+def test_negative_content_index_is_not_an_index() -> None:
+    ev = b"event: response.output_text.delta\ndata: " + orjson.dumps(
+        {"type": "response.output_text.delta", "delta": "x", "content_index": -1, "output_index": 0}
+    ) + b"\n\n"
+    result = assemble("/v1/responses", "text/event-stream", [ev])
+    assert result.reply is not None

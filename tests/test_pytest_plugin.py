@@ -120,7 +120,7 @@ def test_two_modules_never_share_a_cassette(pytester: pytest.Pytester) -> None:
     pytester.makeini(INI)
     for sub in ("a", "b"):
         pytester.mkpydir(sub).joinpath("test_same.py").write_text("def test_it(streamproxy):\n    pass\n")
-    result = pytester.runpytest("--streamproxy-cassette-dir", "recs", "-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess("--streamproxy-cassette-dir", "recs", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1, errors=1)
     assert "would share the cassette" in result.stdout.str()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from array import array
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,6 +18,7 @@ from proxy.assemble import reply_text, usage_tokens
 from proxy.filters import Filters
 from proxy.record import Outcome, Record
 from proxy.store.models import RecordingBodyRow, RecordingRow
+from proxy.store.search import newest_matching, search_clause
 
 __all__ = ["Store", "apply_filters", "pack_chunks", "unpack_chunks"]
 
@@ -68,8 +70,7 @@ def apply_filters(stmt: Select[Any], f: Filters) -> Select[Any]:
     if f.until:
         stmt = stmt.where(r.started_at < _utc(f.until))
     if f.search:
-        for word in f.search.lower().split():
-            stmt = stmt.where(r.search_text.contains(word, autoescape=True))
+        stmt = stmt.where(search_clause(f.search))
     return stmt
 
 
@@ -202,12 +203,15 @@ class Store:
 
     async def list(self, filters: Filters, *, limit: int = 50, cursor: str | None = None) -> tuple[list[Record], str | None]:
         """Newest first. The cursor is the last id of the previous page."""
-        stmt = apply_filters(select(RecordingRow), filters)
-        if cursor:
-            stmt = stmt.where(RecordingRow.id < cursor)
-        stmt = stmt.order_by(RecordingRow.id.desc()).limit(limit + 1)
+
+        def newest(searched: bool) -> Select[Any]:
+            stmt = apply_filters(select(RecordingRow), filters if searched else replace(filters, search=None))
+            if cursor:
+                stmt = stmt.where(RecordingRow.id < cursor)
+            return stmt.order_by(RecordingRow.id.desc())
+
         async with self.sessions() as s:
-            rows = list((await s.scalars(stmt)).all())
+            rows = list(await newest_matching(s, self._dialect, filters.search, newest, limit + 1))
         more = len(rows) > limit
         rows = rows[:limit]
         return [_to_record(r, None) for r in rows], (rows[-1].id if more and rows else None)

@@ -1,0 +1,132 @@
+"""Full-text search over ``recordings.search_text`` (lower-cased request messages and reply).
+
+A search is a list of terms (words, or "quoted phrases"); every term must occur as a
+substring. The ``LIKE`` on ``search_text`` decides on both backends, so both return the same
+rows; migration 0002 adds the index that makes it fast: on PostgreSQL a trigram GIN index
+that ``LIKE`` uses by itself (its planner weighs it against the other filters' indexes), on
+SQLite an FTS5 trigram table that narrows the candidates first (see ``_FtsCandidates``).
+
+SQLite's planner cannot tell a rare term from a common one, so ``newest_matching`` does:
+a rare term is looked up through the FTS index; for a common one the newest rows that pass
+the other filters are read first, since they are likely to match (the index would have to
+walk a long list of matches before ordering them).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy import Column, ColumnElement, Integer, MetaData, Select, String, Table, and_, func, select, true
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.types import Boolean
+
+from proxy.store.models import RecordingRow
+
+__all__ = ["newest_matching", "search_clause", "search_terms"]
+
+# SQLite-only tables from migration 0002; kept out of the ORM metadata on purpose.
+_sqlite_only = MetaData()
+_search_map = Table("recording_search", _sqlite_only, Column("n", Integer, primary_key=True), Column("id", String(26)))
+_fts = Table("recording_search_fts", _sqlite_only, Column("rowid", Integer), Column("recording_search_fts", String))
+
+# The trigram tokenizer indexes runs of three characters; shorter terms rely on LIKE alone.
+_MIN_INDEXED = 3
+# Fewer FTS matches than this: the index answers fast. More: read the newest rows first.
+_SELECTIVE = 1000
+# How many of the newest rows (passing the other filters) to read before falling back to the index.
+_WINDOW = 5000
+
+
+_TERM = re.compile(r'"([^"]*)"|(\S+)')
+
+
+def search_terms(text: str) -> list[str]:
+    """Lower-cased terms: words, or "double-quoted phrases" kept whole. Apostrophes and
+    backslashes are plain characters; an unbalanced double quote stays part of its word."""
+    terms = (phrase or word for phrase, word in _TERM.findall(text))
+    return [t.lower() for t in terms if t.strip()]
+
+
+def _like_pattern(term: str) -> str:
+    escaped = term.replace("/", "//").replace("%", "/%").replace("_", "/_")
+    return f"%{escaped}%"
+
+
+def _indexed_terms(terms: list[str]) -> list[str]:
+    return [t for t in terms if len(t) >= _MIN_INDEXED]
+
+
+def _fts_matches(terms: list[str]) -> Select[Any]:
+    phrases = ['"' + t.replace('"', '""') + '"' for t in terms]
+    return select(_fts.c.rowid).where(_fts.c.recording_search_fts.op("MATCH")(" AND ".join(phrases)))
+
+
+class _FtsCandidates(ColumnElement[bool]):
+    """On SQLite: the recording is among the FTS5 matches for these terms. Elsewhere: true.
+
+    Compiled per dialect so ``apply_filters`` stays one dialect-free function.
+    """
+
+    type = Boolean()
+    inherit_cache = False
+    # Already a condition: without this SQLite would compare it "= 1" and lose the index.
+    _is_implicitly_boolean = True
+
+    def __init__(self, terms: list[str]) -> None:
+        matched = _fts_matches(terms)
+        self.sqlite_clause = RecordingRow.id.in_(select(_search_map.c.id).where(_search_map.c.n.in_(matched)))
+
+
+@compiles(_FtsCandidates)
+def _compile_default(element: _FtsCandidates, compiler: SQLCompiler, **kw: Any) -> str:
+    return compiler.process(true(), **kw)
+
+
+@compiles(_FtsCandidates, "sqlite")
+def _compile_sqlite(element: _FtsCandidates, compiler: SQLCompiler, **kw: Any) -> str:
+    return compiler.process(element.sqlite_clause, **kw)
+
+
+def _likes(terms: list[str], column: ColumnElement[str]) -> list[ColumnElement[bool]]:
+    return [column.like(_like_pattern(t), escape="/") for t in terms]
+
+
+def search_clause(text: str) -> ColumnElement[bool]:
+    """The WHERE clause for a search string (true when it has no terms)."""
+    terms = search_terms(text)
+    likes = _likes(terms, RecordingRow.search_text)
+    indexed = _indexed_terms(terms)
+    if indexed:
+        likes.append(_FtsCandidates(indexed))
+    return and_(true(), *likes)
+
+
+async def newest_matching(
+    session: AsyncSession, dialect: str, search: str | None, newest: Callable[[bool], Select[Any]], n: int
+) -> Sequence[RecordingRow]:
+    """The first ``n`` rows of ``newest(True)`` (filtered, searched, newest first), chosen fast.
+
+    ``newest(False)`` is the same query without the search. Only SQLite with a common indexed
+    term takes the two-step path; every path returns exactly the rows ``newest(True)`` would.
+    """
+    terms = search_terms(search or "")
+    indexed = _indexed_terms(terms)
+    if not indexed or dialect != "sqlite":
+        return (await session.scalars(newest(True).limit(n))).all()
+    probe = select(func.count()).select_from(_fts_matches(indexed).limit(_SELECTIVE).subquery())
+    if int(await session.scalar(probe) or 0) < _SELECTIVE:
+        return (await session.scalars(newest(True).limit(n))).all()
+    window = newest(False).with_only_columns(RecordingRow.id, RecordingRow.search_text).limit(_WINDOW).subquery()
+    # No outer ORDER BY: SQLite runs the window as a co-routine that yields rows newest first and
+    # stops at n hits; sorting again would read the whole window (tests check the order holds).
+    hits = list((await session.scalars(select(window.c.id).where(*_likes(terms, window.c.search_text)).limit(n))).all())
+    if len(hits) < n:
+        seen = int(await session.scalar(select(func.count()).select_from(window)) or 0)
+        if seen == _WINDOW:  # the window ran out before n matches: the index finds the rest
+            return (await session.scalars(newest(True).limit(n))).all()
+    rows = await session.scalars(select(RecordingRow).where(RecordingRow.id.in_(hits)).order_by(RecordingRow.id.desc()))
+    return rows.all()

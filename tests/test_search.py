@@ -1,0 +1,179 @@
+"""Full-text search: the same answers on SQLite (FTS5 trigram) and PostgreSQL (pg_trgm), an index
+kept in step with inserts and deletes, and migration 0002 on a database that already holds recordings."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from alembic import command
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from proxy.filters import Filters
+from proxy.store import Store, open_store
+from proxy.store.engine import _alembic_config, create_engine, current_revision
+from proxy.store import search as search_module
+from proxy.store.search import search_terms
+from tests.pg import any_db_url, pg_url  # noqa: F401 - fixtures
+from tests.recordings import T0, make_record
+
+CORPUS = [
+    ("What is the rate limit for gpt-4o?", "The rate limit depends on your tier.", "gpt-4o"),
+    ("Translate 'Grüße aus Köln' to English", "Greetings from Cologne", "gpt-4o-mini"),
+    ("Explain 100% CPU_usage in top", "It means one core is fully busy.", "gpt-4o-mini"),
+    ("Quote: \"hello world\" please", "hello world", "gpt-4o-mini"),
+    ("Is an ox a cow?", "An ox is a trained bovine.", "gpt-4o"),
+]
+
+
+@pytest.fixture
+async def store(any_db_url: str) -> AsyncIterator[Store]:
+    engine = await open_store(any_db_url, create=True)
+    s = Store(engine)
+    await s.insert([make_record(q, a, model=m, at=T0 + timedelta(minutes=i)) for i, (q, a, m) in enumerate(CORPUS)])
+    yield s
+    await engine.dispose()
+
+
+async def questions(store: Store, search: str, **filters: str) -> list[int]:
+    """Which of CORPUS (by index, recorded a minute apart) match."""
+    records, _ = await store.list(Filters.from_mapping({"search": search, **filters}), limit=100)
+    return sorted(int((r.started_at - T0).total_seconds() // 60) for r in records)
+
+
+@pytest.mark.parametrize(
+    ("search", "expected"),
+    [
+        ("rate limit", [0]),                 # every word, anywhere
+        ("RATE tier", [0]),                  # case-insensitive; the reply counts too
+        ('"limit for"', [0]),                # a quoted phrase is one term
+        ('"limit gpt"', []),                 # ... and must occur as written
+        ("grüße köln", [1]),                 # non-ASCII
+        ("cologne", [1]),
+        ("100%", [2]),                       # LIKE wildcards are plain characters
+        ("cpu_usage", [2]),
+        ("cpu%usage", []),
+        ('"hello world"', [3]),
+        ("ox", [4]),                         # shorter than a trigram: still found
+        ("ox bovine", [4]),
+        ("brief", [0, 1, 2, 3, 4]),          # the system message is searched too
+        ("nothing-like-this", []),
+    ],
+)
+async def test_search_finds_words_and_phrases(store: Store, search: str, expected: list[int]) -> None:
+    assert await questions(store, search) == expected
+
+
+async def test_search_combines_with_filters_and_pages(store: Store) -> None:
+    assert await questions(store, "brief", model="gpt-4o") == [0, 4]
+    page, cursor = await store.list(Filters.from_mapping({"search": "brief"}), limit=2)
+    rest, end = await store.list(Filters.from_mapping({"search": "brief"}), limit=10, cursor=cursor)
+    assert cursor is not None and end is None
+    assert [r.id for r in page + rest] == sorted((r.id for r in page + rest), reverse=True)
+    assert len(page + rest) == len(CORPUS)
+
+
+async def test_index_follows_deletes_and_reinserts(store: Store) -> None:
+    assert await store.delete_before(T0 + timedelta(minutes=2)) == 2
+    assert await questions(store, "rate limit") == []
+    assert await questions(store, "cologne") == []
+    assert await questions(store, "brief") == [2, 3, 4]
+    await store.insert([make_record("rate limit again", "ok", at=T0 + timedelta(minutes=9))])
+    assert await questions(store, "rate limit") == [9]
+    if store.engine.dialect.name == "sqlite":
+        async with store.engine.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await conn.execute(text("VACUUM"))  # may renumber the recordings' implicit rowids
+        assert await questions(store, "rate limit") == [9]
+        assert await questions(store, "brief") == [2, 3, 4, 9]
+
+
+async def test_sqlite_search_uses_the_fts_index(tmp_path: Path) -> None:
+    engine = await open_store(f"sqlite+aiosqlite:///{tmp_path / 's.db'}", create=True)
+    try:
+        from proxy.store.queries import apply_filters
+        from proxy.store.models import RecordingRow
+        from sqlalchemy import select
+
+        stmt = apply_filters(select(RecordingRow.id), Filters(search="rate limit", model="gpt-4o"))
+        sql = str(stmt.compile(engine.sync_engine, compile_kwargs={"literal_binds": True}))
+        async with engine.connect() as conn:
+            plan = " ".join(str(row[-1]) for row in await conn.execute(text("EXPLAIN QUERY PLAN " + sql)))
+        assert "VIRTUAL TABLE INDEX" in plan and "recording_search_fts" in plan
+    finally:
+        await engine.dispose()
+
+
+def test_search_terms() -> None:
+    assert search_terms('Rate  "Limit For" x') == ["rate", "limit for", "x"]
+    assert search_terms('unbalanced "quote') == ["unbalanced", '"quote']
+    assert search_terms("it's \"rate limit\" C:\\tmp") == ["it's", "rate limit", "c:\\tmp"]
+    assert search_terms(' "" ') == []
+
+
+async def _migrate_to(engine: AsyncEngine, revision: str, *, down: bool = False) -> None:
+    async with engine.begin() as conn:
+        op = command.downgrade if down else command.upgrade
+        await conn.run_sync(lambda c: op(_alembic_config(c), revision))
+
+
+async def test_migration_0002_indexes_existing_recordings_and_goes_down(any_db_url: str) -> None:
+    engine = create_engine(any_db_url)
+    try:
+        await _migrate_to(engine, "0001")
+        await Store(engine).insert([make_record("an old question about zebras", "stripes")])
+        await _migrate_to(engine, "head")
+        assert await current_revision(engine) == "0002"
+        assert await questions(Store(engine), "zebras stripes") == [0]
+        await _migrate_to(engine, "0001", down=True)
+        assert await current_revision(engine) == "0001"
+        assert len(await questions_like_0001(engine, "zebras")) == 1
+        await _migrate_to(engine, "head")
+        assert await questions(Store(engine), "zebras") == [0]
+    finally:
+        await engine.dispose()
+
+
+async def questions_like_0001(engine: AsyncEngine, word: str) -> list[str]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(text("SELECT id FROM recordings WHERE search_text LIKE :p"), {"p": f"%{word}%"})
+        return [r[0] for r in rows]
+
+
+@pytest.mark.parametrize(("selective", "window"), [(1, 2), (1, 1), (2, 100)])
+async def test_every_sqlite_plan_returns_the_same_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, selective: int, window: int
+) -> None:
+    """Common terms read the newest rows first, rare ones go through the index; the rows are the same."""
+    engine = await open_store(f"sqlite+aiosqlite:///{tmp_path / 's.db'}", create=True)
+    store = Store(engine)
+    try:
+        await store.insert([make_record(q, a, model=m, at=T0 + timedelta(minutes=i)) for i, (q, a, m) in enumerate(CORPUS)])
+        cases: list[dict[str, str]] = [
+            {"search": "brief"}, {"search": "brief", "model": "gpt-4o"}, {"search": "rate limit"},
+            {"search": "brief ox"}, {"search": '"hello world"'}, {"search": "ox"},
+        ]
+        expected = {}
+        for case in cases:
+            for limit in (1, 2, 10):
+                expected[(tuple(case.items()), limit)] = await pages(store, case, limit)
+        monkeypatch.setattr(search_module, "_SELECTIVE", selective)
+        monkeypatch.setattr(search_module, "_WINDOW", window)
+        for (case_items, limit), want in expected.items():
+            assert await pages(store, dict(case_items), limit) == want, (case_items, limit)
+    finally:
+        await engine.dispose()
+
+
+async def pages(store: Store, values: dict[str, str], limit: int) -> list[list[str]]:
+    """Every page of a listing, by id."""
+    out: list[list[str]] = []
+    cursor = None
+    while True:
+        records, cursor = await store.list(Filters.from_mapping(values), limit=limit, cursor=cursor)
+        out.append([r.id for r in records])
+        if cursor is None:
+            return out

@@ -93,6 +93,12 @@ def normalize_upstream(value: str) -> str:
         raise ConfigError(f"unparseable upstream URL {value!r}: need http:// or https:// and a host")
     if url.query_string or url.fragment:
         raise ConfigError(f"upstream URL {value!r} must not have a query or fragment")
+    if url.user or url.password:
+        # A credential in the URL would be logged and would clash with the Authorization sent upstream.
+        raise ConfigError(
+            "the upstream URL must not carry credentials (user:password@); "
+            "callers' keys pass through, or use --client-keys with --upstream-key"
+        )
     base = str(url).rstrip("/")
     if base.endswith("/v1"):
         base = base[: -len("/v1")]

@@ -57,9 +57,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from proxy import cli_db, cli_read, cli_replay, cli_serve, cli_stats
+    from proxy import cli_admin, cli_db, cli_read, cli_replay, cli_serve, cli_stats
 
-    for module in (cli_serve, cli_read, cli_replay, cli_stats, cli_db):
+    for module in (cli_serve, cli_read, cli_replay, cli_stats, cli_db, cli_admin):
         module.register(main)
 
 

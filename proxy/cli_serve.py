@@ -12,6 +12,7 @@ from aiohttp import web
 
 from proxy.cli import db_option, fail, run
 from proxy.errors import ConfigError
+from proxy.logsafe import install_log_redaction
 from proxy.settings import DEFAULT_UPSTREAM, Mode, Settings, is_loopback, mask_url, parse_duration, parse_size
 from proxy.store import open_store
 
@@ -98,6 +99,8 @@ def _make_loop() -> asyncio.AbstractEventLoop:
 def serve(**opts: Any) -> None:
     """Relay and record (or replay) on HOST:PORT."""
     logging.basicConfig(level=opts["log_level"].upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    access_logger = logging.getLogger("streamproxy.access")
+    install_log_redaction(access_logger)
     try:
         settings = build_settings(opts)
     except ConfigError as exc:
@@ -120,7 +123,7 @@ def serve(**opts: Any) -> None:
         port=settings.port,
         shutdown_timeout=settings.shutdown_grace,
         handler_cancellation=True,
-        access_log=logging.getLogger("streamproxy.access") if settings.access_log else None,
+        access_log=access_logger if settings.access_log else None,
         print=None,
         loop=_make_loop(),
     )

@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable, Mapping
+from urllib.parse import unquote
 
-__all__ = ["REDACTED", "bearer_token", "fingerprint", "is_credential_header", "redact_headers", "request_credential"]
+__all__ = [
+    "REDACTED",
+    "bearer_token",
+    "fingerprint",
+    "is_credential_header",
+    "redact_headers",
+    "redact_query",
+    "request_credential",
+]
 
 REDACTED = "[redacted]"
 
@@ -43,6 +53,21 @@ def redact_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
         else:
             out[lname] = value
     return out
+
+
+_QUERY_PARAM = re.compile(r"(^|[?&])([^=&?\s\"#]+)=([^&\s\"#]*)")
+
+
+def redact_query(text: str) -> str:
+    """Query parameters named like credentials (``?api-key=…``, ``&access_token=…``) with their
+    values replaced; works on a bare query string and on a request line alike."""
+
+    def one(m: re.Match[str]) -> str:
+        if is_credential_header(unquote(m.group(2))):
+            return f"{m.group(1)}{m.group(2)}={REDACTED}"
+        return m.group(0)
+
+    return _QUERY_PARAM.sub(one, text)
 
 
 def bearer_token(value: str | None) -> str | None:

@@ -10,12 +10,15 @@ database costs memory only up to that bound and never slows a stream.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from proxy.assemble import assemble
 from proxy.record import Record
@@ -35,6 +38,8 @@ _LINGER = 0.1
 _SPILL_PART = 32
 # Recordings waiting to be spilled may take this fraction of ``buffer_bytes`` on top of it.
 _OVERFLOW_SHARE = 4
+# Passes in which the database accepted others but refused a record on its own before it goes aside.
+_STRIKES = 3
 
 
 @dataclass(slots=True)
@@ -44,8 +49,20 @@ class RecorderStats:
     spooled: int = 0
     spool_failures: int = 0
     db_failures: int = 0
+    rejected: int = 0
     # Seconds from a recording's end to its commit, last batch (for bench and metrics).
     last_lag: float = 0.0
+
+
+def _looks_like_outage(exc: BaseException) -> bool:
+    """Locked, read-only, unreachable or dropped: the database, not the records, is at fault."""
+    return isinstance(exc, (OperationalError, InterfaceError, OSError, TimeoutError)) or bool(
+        getattr(exc, "connection_invalidated", False)
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else repr(exc)
 
 
 def _size(rec: Record) -> int:
@@ -106,6 +123,8 @@ class Recorder:
         self._retry_at = 0.0
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._rejected: set[str] = set()
+        self._strikes: collections.Counter[str] = collections.Counter()
 
     @property
     def depth(self) -> int:
@@ -135,7 +154,8 @@ class Recorder:
         self._idle.clear()
         self._wake.set()
 
-    def _spool_now(self, records: list[Record]) -> None:
+    def _spool_now(self, records: list[Record]) -> bool:
+        """Write to the spool; False (and the records back in memory) if the disk refuses."""
         for r in records:
             ensure_assembled(r)
         try:
@@ -147,10 +167,11 @@ class Recorder:
             for r in records:
                 self._pending.append((r, time.monotonic()))
                 self._pending_bytes += _size(r)
-            return
+            return False
         self.stats.spooled += len(records)
         self._spool_waiting = True
         self._wake.set()
+        return True
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="streamproxy-recorder")
@@ -184,7 +205,9 @@ class Recorder:
         await _assemble_in_slices(part)
         del self._overflow[: len(part)]
         self._overflow_bytes -= sum(map(_size, part))
-        self._spool_now(part)
+        if not self._spool_now(part):
+            # The disk refuses too (the part is back in memory): no retrying it in a loop that never yields.
+            await asyncio.sleep(max(0.0, self._retry_at - time.monotonic()))
 
     async def _linger(self) -> None:
         wait = self._pending[0][1] + _LINGER - time.monotonic()
@@ -207,10 +230,13 @@ class Recorder:
             self._spool_now(batch)
             raise
         if not may_try_db:
-            self._spool_now(batch)
+            if not self._spool_now(batch):
+                # Neither the database nor the disk takes them: wait for the next database attempt
+                # instead of retrying the disk in a loop that never yields.
+                await asyncio.sleep(max(0.0, self._retry_at - time.monotonic()))
             return
         try:
-            await self.store.insert(batch)
+            refused = await self._insert(batch)
         except asyncio.CancelledError:
             self._spool_now(batch)
             raise
@@ -219,31 +245,93 @@ class Recorder:
             self._spool_now(batch)
             return
         self._db_recovered()
-        self.stats.written += len(batch)
+        self._quarantine(refused)
+        self.stats.written += len(batch) - len(refused)
         now = time.monotonic()
         self.stats.last_lag = now - times[0]
         if self.observe_lag is not None:
             for t in times:
                 self.observe_lag(now - t)
 
+    async def _insert(self, batch: list[Record]) -> list[tuple[Record, BaseException]]:
+        """Insert a batch; if the database refuses it, insert one at a time. Returns the records it
+        refused while accepting others (then the fault is theirs, not the database's); raises
+        when it accepted none."""
+        try:
+            await self.store.insert(batch)
+            return []
+        except Exception as exc:
+            # One at a time against a database that is down would only multiply the wait.
+            if len(batch) == 1 or _looks_like_outage(exc):
+                raise
+        refused: list[tuple[Record, BaseException]] = []
+        for rec in batch:
+            try:
+                await self.store.insert([rec])
+            except Exception as exc:  # noqa: BLE001 - sorted out below
+                refused.append((rec, exc))
+        if len(refused) == len(batch):
+            raise refused[-1][1]
+        return refused
+
+    def _quarantine(self, refused: list[tuple[Record, BaseException]]) -> None:
+        """Records the database refuses while it accepts others go aside, so they cannot block the rest."""
+        if not refused:
+            return
+        try:
+            self.spool.reject([rec for rec, _ in refused])
+        except OSError:
+            self.stats.spool_failures += 1
+            log.exception("could not set aside %d recording(s) the database refused", len(refused))
+            return
+        for rec, exc in refused:
+            log.error("the database refused recording %s; set aside in the spool directory: %s", rec.id, _first_line(exc))
+            self._rejected.add(rec.id)
+        self.stats.rejected += len(refused)
+
     async def _ingest_spool(self) -> None:
         self._spool_waiting = False
+        failure: BaseException | None = None
+        lone_failures: list[tuple[Record, BaseException]] = []
+        accepted = 0
         for path in self.spool.claim():
-            try:
-                for batch in Spool.read(path, self.batch_size):
-                    await self.store.insert(batch)
-                    self.stats.written += len(batch)
-            except Exception as exc:  # noqa: BLE001 - leave the claimed file for the next attempt
-                self._db_failed(exc)
-                self._spool_waiting = True
-                return
-            path.unlink(missing_ok=True)
-        self._db_recovered()
+            file_ok = True
+            for batch in Spool.read(path, self.batch_size):
+                batch = [r for r in batch if r.id not in self._rejected]
+                if not batch:
+                    continue
+                try:
+                    refused = await self._insert(batch)
+                except Exception as exc:  # noqa: BLE001 - leave the claimed file for the next attempt
+                    failure, file_ok = exc, False
+                    if _looks_like_outage(exc):
+                        break
+                    if len(batch) == 1:
+                        lone_failures.append((batch[0], exc))
+                    continue
+                self._quarantine(refused)
+                accepted += len(batch) - len(refused)
+            if file_ok:
+                path.unlink(missing_ok=True)
+            elif failure is not None and _looks_like_outage(failure):
+                break
+        self.stats.written += accepted
+        if failure is None:
+            self._db_recovered()
+            return
+        if accepted:
+            # The database took others in this same pass; a record it keeps refusing on its own goes aside.
+            for rec, exc in lone_failures:
+                self._strikes[rec.id] += 1
+                if self._strikes[rec.id] >= _STRIKES:
+                    self._quarantine([(rec, exc)])
+        self._db_failed(failure)
+        self._spool_waiting = True
 
     def _db_failed(self, exc: BaseException) -> None:
         self.stats.db_failures += 1
         if self._db_ok:
-            log.warning("database write failed, spooling until it is back: %s", str(exc).splitlines()[0] if str(exc) else repr(exc))
+            log.warning("database write failed, spooling until it is back: %s", _first_line(exc))
         else:
             self._retry_delay = min(self._retry_delay * 2, _RETRY_MAX)
         self._db_ok = False
@@ -256,8 +344,15 @@ class Recorder:
         self._retry_delay = _RETRY_MIN
 
     async def drain(self, timeout: float | None = None) -> None:
-        """Wait until everything submitted so far is in the database or the spool."""
+        """Wait until everything submitted so far is in the database or the spool.
+
+        Recordings waiting in the spool get one attempt at the database now, without waiting out
+        the retry delay (after an outage, a drain tells whether they got in).
+        """
         self._full.set()
+        if self._spool_waiting:
+            self._retry_at = 0.0
+            self._idle.clear()
         self._wake.set()
         await asyncio.wait_for(self._idle.wait(), timeout)
 
@@ -265,6 +360,7 @@ class Recorder:
         """Write what is buffered; whatever the database cannot take by ``timeout`` goes to the spool."""
         self._closing = True
         self._full.set()
+        self._retry_at = 0.0  # one last try at the database, whatever the backoff says
         self._wake.set()
         if self._task is not None:
             try:

@@ -19,7 +19,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from proxy.credentials import bearer_token, fingerprint, redact_headers, request_credential
+from proxy.credentials import bearer_token, fingerprint, redact_headers, redact_query, request_credential
 from proxy.errors import error_response
 from proxy.ids import new_id
 from proxy.matching import match_key
@@ -81,7 +81,7 @@ def new_record(request: web.Request, body: bytes, settings: Settings) -> Record:
         started_at=datetime.now(UTC),
         method=request.method,
         path=path,
-        query=request.rel_url.raw_query_string,
+        query=redact_query(request.rel_url.raw_query_string),
         request_headers=redact_headers(request.headers.items()),
         request_body=body,
         key_fingerprint=fingerprint(request_credential(request.headers)),

@@ -93,6 +93,12 @@ def normalize_upstream(value: str) -> str:
         raise ConfigError(f"unparseable upstream URL {value!r}: need http:// or https:// and a host")
     if url.query_string or url.fragment:
         raise ConfigError(f"upstream URL {value!r} must not have a query or fragment")
+    if url.user or url.password:
+        # A credential in the URL would be logged and would clash with the Authorization sent upstream.
+        raise ConfigError(
+            "the upstream URL must not carry credentials (user:password@); "
+            "callers' keys pass through, or use --client-keys with --upstream-key"
+        )
     base = str(url).rstrip("/")
     if base.endswith("/v1"):
         base = base[: -len("/v1")]
@@ -115,8 +121,13 @@ def normalize_db_url(value: str) -> str:
 
 
 def mask_url(value: str) -> str:
-    """The URL with any password replaced, for messages and logs."""
-    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", value)
+    """The URL with any password replaced, for messages and logs.
+
+    The password is read the way SQLAlchemy reads it (up to the last ``@`` before the host), and a
+    ``password=`` query parameter, which asyncpg also accepts, is masked too.
+    """
+    masked = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", value)
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", masked, flags=re.IGNORECASE)
 
 
 def sqlite_path(db_url: str) -> Path | None:
@@ -146,7 +157,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     upstream: str = DEFAULT_UPSTREAM
-    db: str = DEFAULT_DB
+    db: str = field(default=DEFAULT_DB, repr=False)  # may hold a password
     mode: Mode = Mode.RECORD
     replay_speed: float = 1.0
     match_ignore: tuple[str, ...] = ()

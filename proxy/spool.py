@@ -36,14 +36,22 @@ class Spool:
         """Write and fsync; raises OSError if the disk refuses too."""
         if not records:
             return
+        self._write(self._current, records)
+
+    def _write(self, path: Path, records: Sequence[Record]) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         data = b"".join(orjson.dumps(to_json(r, export=True)) + b"\n" for r in records)
-        fd = os.open(self._current, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             os.write(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)
+
+    def reject(self, records: Sequence[Record]) -> None:
+        """Set aside recordings the database refuses, where ingesting never picks them up again."""
+        path = self.directory / f"rejected-{self._tag}.jsonl"
+        self._write(path, records)
 
     def size(self) -> int:
         """Bytes waiting on disk."""

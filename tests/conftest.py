@@ -4,10 +4,12 @@ port, and the real ``openai`` SDK pointed at it."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Callable
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import openai
 import pytest
 from aiohttp import web
@@ -15,16 +17,45 @@ from aiohttp import web
 from proxy.app import create_app
 from proxy.keys import RECORDER, STORE
 from proxy.recorder import Recorder
-from proxy.settings import Settings
+from proxy.settings import Settings, mask_url
 from proxy.store import Store
 from tests.fakes import FakeUpstream
+from tests.pgtest import PgDatabase
 
 API_KEY = "sk-test-streamproxy-SECRET-4242424242"
 
 
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[PgDatabase]:
+    """This run's own PostgreSQL database; skipped (failed with STREAMPROXY_REQUIRE_POSTGRES=1) without a server."""
+    db = PgDatabase()
+    try:
+        db.create()
+    except (OSError, asyncpg.PostgresError) as exc:
+        reason = f"PostgreSQL not reachable at {mask_url(db.admin_dsn)}: {exc}"
+        if os.environ.get("STREAMPROXY_REQUIRE_POSTGRES") == "1":
+            pytest.fail(reason + " (STREAMPROXY_REQUIRE_POSTGRES=1)", pytrace=False)
+        pytest.skip(reason)
+    yield db
+    db.drop()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database on each backend: a fresh SQLite file, or this run's PostgreSQL database emptied."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'streamproxy.db'}"
+    pg: PgDatabase = request.getfixturevalue("pg_database")
+    pg.reset()
+    return pg.url
+
+
 @pytest.fixture
-def db_url(tmp_path: Path) -> str:
-    return f"sqlite+aiosqlite:///{tmp_path / 'streamproxy.db'}"
+def any_db_url(db_url: str, request: pytest.FixtureRequest) -> str:
+    """``db_url`` with nothing in it, not even the migration history, for tests that migrate it themselves."""
+    if db_url.startswith("postgresql"):
+        request.getfixturevalue("pg_database").empty()
+    return db_url
 
 
 @pytest.fixture

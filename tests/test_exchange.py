@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from pathlib import Path
 
-import asyncpg
 import orjson
 import pytest
 
 from tests.conftest import API_KEY, ProxyFactory
 from tests.fakes import FakeUpstream, Script
+from tests.pgtest import PgDatabase
 from tests.recorded import CASES, cli, fetch, record_cases
 from tests.test_relay import REQUEST, chat_events
 
@@ -94,21 +92,12 @@ async def test_export_never_creates_a_database(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-async def pg_db_url() -> AsyncIterator[str]:
-    """A fresh PostgreSQL database of its own, dropped afterwards (skips without a server)."""
-    name = f"streamproxy_exchange_{uuid.uuid4().hex[:12]}"
-    try:
-        admin = await asyncpg.connect(host="127.0.0.1", port=5432, user="postgres", database="test", timeout=5)
-    except (OSError, asyncpg.PostgresError) as exc:
-        if os.environ.get("STREAMPROXY_REQUIRE_POSTGRES"):  # CI: these tests must run
-            pytest.fail(f"no PostgreSQL at 127.0.0.1:5432: {exc}")
-        pytest.skip(f"no PostgreSQL at 127.0.0.1:5432: {exc}")
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+def pg_db_url(pg_database: PgDatabase) -> Iterator[str]:
+    """A second PostgreSQL database beside this run's own, dropped afterwards."""
+    other = PgDatabase()
+    other.create()
+    yield other.url
+    other.drop()
 
 
 @pytest.mark.postgres

@@ -6,6 +6,7 @@ import sqlite3
 from pathlib import Path
 
 import aiohttp
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.settings import sqlite_path
@@ -74,6 +75,7 @@ async def test_series_move_with_traffic_and_hold_no_credential(fake_upstream: Fa
     assert API_KEY not in text and API_KEY.split("-")[-1] not in text
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # holds the SQLite file itself
 async def test_queue_depth_counts_recordings_waiting_for_a_busy_database(
     fake_upstream: FakeUpstream, proxy_factory: ProxyFactory
 ) -> None:
@@ -97,6 +99,7 @@ async def test_queue_depth_counts_recordings_waiting_for_a_busy_database(
     assert await proxy.store.count() == 3
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # holds the SQLite file itself
 async def test_spool_bytes_grow_while_the_database_refuses_writes(
     fake_upstream: FakeUpstream, proxy_factory: ProxyFactory, tmp_path: Path
 ) -> None:

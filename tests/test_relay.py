@@ -13,6 +13,7 @@ import pytest
 from proxy.credentials import fingerprint
 from tests.conftest import API_KEY, ProxyFactory, RunningProxy
 from tests.fakes import FakeUpstream, Script
+from tests.pgtest import stored_bytes
 
 
 def chat_events(pieces: list[str], *, model: str = "gpt-4o-mini", usage: bool = True) -> list[bytes]:
@@ -144,12 +145,11 @@ async def test_api_key_never_reaches_the_database_file(
     await proxy.drain()
     assert fake_upstream.received[-1].headers["Authorization"] == f"Bearer {API_KEY}"
     await proxy.stop()  # checkpoint and close the database files
-    db_file = Path(db_url.split(":///", 1)[1])
-    files = [p for p in db_file.parent.iterdir() if p.name.startswith(db_file.name)]
-    assert files
-    for p in files:
-        assert API_KEY.encode() not in p.read_bytes(), p
-    assert fingerprint(API_KEY).encode() in db_file.read_bytes()
+    stored = await stored_bytes(db_url)
+    assert stored
+    for name, data in stored.items():
+        assert API_KEY.encode() not in data, name
+    assert any(fingerprint(API_KEY).encode() in data for data in stored.values())
 
 
 async def test_non_streaming_json_and_headers(fake_upstream: FakeUpstream, proxy: RunningProxy) -> None:

@@ -17,7 +17,6 @@ from proxy.store import Store, open_store
 from proxy.store.engine import _alembic_config, create_engine, current_revision
 from proxy.store import search as search_module
 from proxy.store.search import search_terms
-from tests.pg import any_db_url, pg_url  # noqa: F401 - fixtures
 from tests.recordings import T0, make_record
 
 CORPUS = [

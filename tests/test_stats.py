@@ -17,7 +17,6 @@ from proxy.store import Store, open_store
 from proxy.store.stats import GroupBy, compute_stats, percentile
 from tests.conftest import RunningProxy
 from tests.fakes import FakeUpstream
-from tests.pg import any_db_url, pg_url  # noqa: F401 - fixtures
 from tests.recorded import cli
 from tests.recordings import T0, make_record
 from tests.test_relay import PIECES, REQUEST, chat_events, raw_post

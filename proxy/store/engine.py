@@ -10,7 +10,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -69,9 +69,19 @@ async def current_revision(engine: AsyncEngine) -> str | None:
         return await conn.run_sync(_current)
 
 
+# Any constant will do; every streamproxy instance takes the same one.
+_MIGRATION_LOCK = 0x5354_5250_5859
+
+
 async def migrate(engine: AsyncEngine) -> None:
-    """Bring the database to head (idempotent)."""
+    """Bring the database to head (idempotent).
+
+    On PostgreSQL, instances starting together on one database take turns: a transaction-scoped
+    advisory lock makes the second wait for the first, then find the database at head.
+    """
     async with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
         await conn.run_sync(lambda c: command.upgrade(_alembic_config(c), "head"))
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from array import array
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from itertools import accumulate
@@ -234,10 +234,40 @@ class Store:
         async with self.sessions() as s:
             return int(await s.scalar(select(func.count()).select_from(RecordingRow)) or 0)
 
-    async def delete_before(self, cutoff: datetime) -> int:
-        """Delete recordings started before ``cutoff``; returns how many."""
-        async with self.engine.begin() as conn:
-            ids = select(RecordingRow.id).where(RecordingRow.started_at < _utc(cutoff))
-            await conn.execute(delete(RecordingBodyRow).where(RecordingBodyRow.id.in_(ids)))
-            result = await conn.execute(delete(RecordingRow).where(RecordingRow.started_at < _utc(cutoff)))
-            return int(result.rowcount or 0)
+    async def count_before(self, cutoff: datetime) -> int:
+        """How many recordings started before ``cutoff``."""
+        stmt = select(func.count()).select_from(RecordingRow).where(RecordingRow.started_at < _utc(cutoff))
+        async with self.sessions() as s:
+            return int(await s.scalar(stmt) or 0)
+
+    async def delete_before(
+        self, cutoff: datetime, *, batch_size: int = 1000, progress: Callable[[int], None] | None = None
+    ) -> int:
+        """Delete recordings started before ``cutoff``, oldest first; returns how many.
+
+        One short transaction per batch, so writers (other instances too) wait at most one
+        batch for their locks, and an interrupted prune keeps what it already deleted.
+        ``progress`` is called with each batch's count.
+        """
+        cutoff = _utc(cutoff)
+        total = 0
+        while True:
+            async with self.engine.begin() as conn:
+                ids = list(
+                    (
+                        await conn.scalars(
+                            select(RecordingRow.id)
+                            .where(RecordingRow.started_at < cutoff)
+                            .order_by(RecordingRow.started_at)
+                            .limit(batch_size)
+                        )
+                    ).all()
+                )
+                if not ids:
+                    return total
+                await conn.execute(delete(RecordingBodyRow).where(RecordingBodyRow.id.in_(ids)))
+                result = await conn.execute(delete(RecordingRow).where(RecordingRow.id.in_(ids)))
+            deleted = int(result.rowcount or 0)
+            total += deleted
+            if progress is not None:
+                progress(deleted)

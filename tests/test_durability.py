@@ -51,6 +51,7 @@ async def assert_all_stored(store: Store, ids: list[str], outcome: str = "comple
 
 
 @pytest.mark.parametrize("then", ["keeps-running", "stops"])
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # faults injected into the SQLite file itself
 async def test_locked_database_spools_then_catches_up(
     fake_upstream: FakeUpstream, proxy: RunningProxy, openai_client: openai.AsyncOpenAI, db_url: str, tmp_path: Path, then: str
 ) -> None:
@@ -78,6 +79,7 @@ async def test_locked_database_spools_then_catches_up(
     assert not spool_files(tmp_path / "spool")
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # faults injected into the SQLite file itself
 async def test_buffer_is_bounded_while_the_database_stalls(
     fake_upstream: FakeUpstream, proxy_factory: ProxyFactory, db_url: str, tmp_path: Path
 ) -> None:
@@ -121,6 +123,7 @@ def immutable(paths: list[Path]) -> Iterator[None]:
             subprocess.run(["chattr", "-i", str(p)], check=True)
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # faults injected into the SQLite file itself
 async def test_read_only_database_spools_then_catches_up(
     fake_upstream: FakeUpstream, proxy: RunningProxy, openai_client: openai.AsyncOpenAI, db_url: str, tmp_path: Path
 ) -> None:
@@ -143,6 +146,7 @@ async def test_read_only_database_spools_then_catches_up(
     assert not spool_files(tmp_path / "spool")
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # faults injected into the SQLite file itself
 async def test_database_and_spool_both_refusing_keeps_recordings_in_memory(
     fake_upstream: FakeUpstream, proxy: RunningProxy, openai_client: openai.AsyncOpenAI, db_url: str, tmp_path: Path
 ) -> None:
@@ -186,6 +190,7 @@ def rejected_ids(directory: Path) -> list[str]:
     return [orjson.loads(line)["id"] for p in directory.glob("rejected-*") for line in p.read_bytes().splitlines()]
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # faults injected into the SQLite file itself
 async def test_a_record_the_database_refuses_does_not_block_the_others(
     fake_upstream: FakeUpstream, proxy: RunningProxy, openai_client: openai.AsyncOpenAI, db_url: str, tmp_path: Path
 ) -> None:
@@ -296,6 +301,7 @@ async def test_sigterm_grace_runs_out_records_proxy_error(fake_upstream: FakeUps
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # faults injected into the SQLite file itself
 async def test_stop_during_a_database_outage_leaves_a_spool_the_next_start_writes(
     fake_upstream: FakeUpstream, tmp_path: Path, db_url: str, sig: signal.Signals
 ) -> None:

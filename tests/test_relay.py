@@ -222,3 +222,15 @@ async def test_recordings_api(fake_upstream: FakeUpstream, proxy: RunningProxy, 
     assert "".join(c["data"] for c in one["chunks"]) == b"".join(chat_events(PIECES)).decode()
     assert [c["seq"] for c in one["chunks"]] == list(range(len(one["chunks"])))
     assert one["started_at"].endswith("Z") and one["outcome"] == "complete"
+
+
+async def test_nul_characters_in_prompt_and_reply_are_recorded(fake_upstream: FakeUpstream, proxy: RunningProxy) -> None:
+    fake_upstream.sse("/v1/chat/completions", chat_events(["nul\u0000here"]))
+    body = {**REQUEST, "model": "m\u0000", "messages": [{"role": "user", "content": "a\u0000b"}], "stream": True}
+    status, headers, _ = await raw_post(proxy.base_url + "/chat/completions", body)
+    assert status == 200
+    await proxy.drain()
+    rec = await proxy.store.get(headers["X-Recording-Id"])
+    assert rec is not None, "the database took the recording"
+    assert orjson.loads(rec.request_body)["messages"][0]["content"] == "a\u0000b"
+    assert rec.reply is not None and rec.reply["choices"][0]["message"]["content"] == "nul\u0000here"

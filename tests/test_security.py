@@ -205,6 +205,7 @@ async def test_serve_binds_off_loopback_with_a_token(tmp_path: Path, db_url: str
     assert ADMIN_TOKEN not in (tmp_path / "serve.log").read_text()
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # faults injected into the SQLite file itself
 async def test_no_credential_in_any_byte_the_proxy_writes(fake_upstream: FakeUpstream, tmp_path: Path, db_url: str) -> None:
     """A whole session with recognisable keys: every file, log line, export and answer is searched."""
     events = chat_events(PIECES)

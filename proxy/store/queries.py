@@ -104,6 +104,11 @@ def _request_json(body: bytes) -> Any:
         return None
 
 
+def _text(value: str | None) -> str | None:
+    """PostgreSQL text cannot hold NUL; a prompt or an error message may. JSON columns escape it themselves."""
+    return value.replace("\x00", "\ufffd") if value and "\x00" in value else value
+
+
 def _row_values(rec: Record) -> tuple[dict[str, Any], dict[str, Any]]:
     prompt, completion = usage_tokens(rec.reply)
     body, ends, offs = pack_chunks(rec.chunks, rec.offsets_ms)
@@ -113,8 +118,8 @@ def _row_values(rec: Record) -> tuple[dict[str, Any], dict[str, Any]]:
         "ended_at": _utc(rec.ended_at) if rec.ended_at else None,
         "method": rec.method,
         "path": rec.path,
-        "query": rec.query,
-        "model": rec.model,
+        "query": _text(rec.query),
+        "model": _text(rec.model),
         "stream": rec.stream,
         "key_fingerprint": rec.key_fingerprint,
         "match_key": rec.match_key,
@@ -123,7 +128,7 @@ def _row_values(rec: Record) -> tuple[dict[str, Any], dict[str, Any]]:
         "status": rec.status,
         "response_headers": rec.response_headers,
         "outcome": str(rec.outcome),
-        "error": rec.error,
+        "error": _text(rec.error),
         "ttfb_ms": rec.ttfb_ms,
         "duration_ms": rec.duration_ms,
         "reply": rec.reply,
@@ -132,7 +137,7 @@ def _row_values(rec: Record) -> tuple[dict[str, Any], dict[str, Any]]:
         "completion_tokens": completion,
         "chunk_count": len(rec.chunks),
         "body_bytes": len(body),
-        "search_text": _search_text(rec),
+        "search_text": _search_text(rec).replace("\x00", ""),
     }
     return row, {"id": rec.id, "body": body, "chunk_ends": ends, "chunk_offsets": offs}
 

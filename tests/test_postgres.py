@@ -17,6 +17,7 @@ from proxy.settings import Settings, mask_url
 from proxy.store import Store, create_engine
 from tests.conftest import API_KEY, ProxyFactory
 from tests.fakes import FakeUpstream, Script
+from tests.faultkit import wait_until
 from tests.pgtest import PgDatabase
 from tests.processes import ServeProcess
 from tests.recorded import cli
@@ -179,6 +180,13 @@ async def test_database_password_is_never_printed(
         await _chat(server.base_url)
         await relay.cut()
         await _chat(server.base_url)  # its recording fails to reach the database: a warning is logged
+
+        async def spooled() -> bool:
+            async with aiohttp.ClientSession() as s, s.get(server.url + "/metrics") as r:
+                return "streamproxy_spool_bytes 0.0" not in await r.text()
+
+        # The recorder lets a batch fill for a moment before it writes: restore only after it tried.
+        await wait_until(spooled, what="the recording to go to the spool")
         await relay.restore()
     finally:
         assert await server.stop() == 0

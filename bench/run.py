@@ -21,6 +21,7 @@ import contextlib
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -28,7 +29,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,12 +63,10 @@ class Server:
         return self.proc.pid
 
 
-def _bounded(seconds: float):  # type: ignore[no-untyped-def]
+def _bounded(seconds: float) -> Callable[[], None]:
     def pre() -> None:
         die_with_parent()
         # A hard stop even if the driver hangs: the alarm survives exec, and SIGALRM terminates.
-        import signal
-
         signal.alarm(int(seconds))
 
     return pre

@@ -139,6 +139,15 @@ def _assemble_stream(path: str, chunks: Sequence[bytes]) -> Assembled:
     error: Any = None
     last = len(chunks) - 1
     for n, raw in enumerate(chunks):
+        obj = _plain_object(raw) if fold is not None else None
+        if obj is not None and "error" not in obj and obj.get("type") != "error":
+            # The usual event (one ``data:`` line holding a JSON object in valid UTF-8, which
+            # orjson checks, then the blank line): nothing below could say more about it, so it
+            # goes straight to the fold, skipping the event parser and the checks.
+            problem = _add_to(fold, obj, None)
+            if problem is not None:
+                notes.append(f"chunk {n}: {problem}")
+            continue
         if n == last and raw and _TERMINATED.search(raw[-4:]) is None:
             notes.append(f"chunk {n}: event cut short (no blank line at the end of the stream)")
         ev = parse_event(raw)
@@ -179,13 +188,7 @@ def _assemble_stream(path: str, chunks: Sequence[bytes]) -> Assembled:
             fold = _pick_fold(obj, name, path)
             if fold is None:
                 continue
-        try:
-            problem = fold.add(obj, name)
-        except (_Malformed, TypeError, AttributeError) as exc:
-            # TypeError and AttributeError: JSON of the wrong type somewhere
-            # deeper than the checks reach (an unhashable index, a number
-            # where a list belongs); the event is skipped, the fold goes on.
-            problem = f"unexpected shape ({exc.__class__.__name__}: {exc}); skipped"
+        problem = _add_to(fold, obj, name)
         if problem is not None:
             notes.append(f"chunk {n}: {problem}")
 
@@ -196,6 +199,29 @@ def _assemble_stream(path: str, chunks: Sequence[bytes]) -> Assembled:
         elif reply.get("error") is None:
             reply["error"] = error
     return Assembled(reply, notes)
+
+
+def _plain_object(raw: bytes) -> dict[str, Any] | None:
+    """The JSON object of an event that is one ``data:`` line and nothing else, else None."""
+    end = len(raw) - 2
+    if not (raw.startswith(b"data: {") and raw.find(b"\n", 6) == end and raw[end:] == b"\n\n") or b"\r" in raw:
+        return None
+    try:
+        obj = orjson.loads(raw[6:end])
+    except orjson.JSONDecodeError:
+        return None
+    return obj if type(obj) is dict else None
+
+
+def _add_to(fold: _ChoicesFold | _ResponsesFold, obj: dict[str, Any], name: str | None) -> str | None:
+    """Add one event to the fold; what is wrong with it, if anything."""
+    try:
+        return fold.add(obj, name)
+    except (_Malformed, TypeError, AttributeError) as exc:
+        # TypeError and AttributeError: JSON of the wrong type somewhere
+        # deeper than the checks reach (an unhashable index, a number
+        # where a list belongs); the event is skipped, the fold goes on.
+        return f"unexpected shape ({exc.__class__.__name__}: {exc}); skipped"
 
 
 def _pick_fold(obj: dict[str, Any], name: str | None, path: str) -> _ChoicesFold | _ResponsesFold | None:
@@ -251,6 +277,10 @@ _IDENTITY = frozenset({"id", "type", "name", "role", "call_id", "index", "object
 # is padding OpenAI adds to every streamed chunk.
 _CHUNK_ONLY = frozenset({"choices", "usage", "object", "obfuscation"})
 
+# A choice with only these keys, whose delta is one more piece of content, is the
+# usual chunk; ``_add_choice`` takes it in one step.
+_PLAIN_CHOICE = frozenset({"index", "delta", "logprobs", "finish_reason"})
+
 _TOP_ORDER = ("id", "object", "created", "model", "choices", "usage", "service_tier", "system_fingerprint")
 _MESSAGE_ORDER = ("role", "content", "refusal", "tool_calls", "function_call", "annotations")
 
@@ -303,6 +333,23 @@ class _ChoicesFold:
             raise _Malformed("a choice is not an object")
         index = choice.get("index", 0)
         state = self.choices.get(index)
+        if (
+            state is not None
+            and type(index) is int
+            and type(state.fields["index"]) is int
+            and choice.get("logprobs") is None
+            and choice.get("finish_reason") is None
+            and choice.keys() <= _PLAIN_CHOICE
+        ):
+            # A null finish_reason left out of ``fields`` still comes out as null.
+            delta = choice.get("delta")
+            if type(delta) is dict and len(delta) == 1:
+                content = delta.get("content")
+                parts = state.message.get("content")
+                if type(content) is str and type(parts) is _Parts:
+                    # The usual chunk: one more piece of text, nothing else to merge.
+                    parts.append(content)
+                    return
         if state is None:
             state = self.choices[index] = _Choice(index)
         fields = state.fields

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 from array import array
 from collections.abc import Callable, Sequence
@@ -174,15 +175,24 @@ def _to_record(row: RecordingRow, body: RecordingBodyRow | None) -> Record:
     )
 
 
+# How many parameters SQLite takes in one statement (SQLITE_MAX_VARIABLE_NUMBER's default).
+_SQLITE_MAX_PARAMS = 32766 if sqlite3.sqlite_version_info >= (3, 32) else 999
+
+
 class _DriverInsert:
-    """``INSERT … ON CONFLICT (id) DO NOTHING`` into every column of a table, run as the driver's
-    executemany: SQLAlchemy compiles it once and supplies each column's value conversion (JSON
-    through the engine's orjson serializer, dates, bytes), but its per-row parameter handling,
-    some 100 µs a recording, is skipped."""
+    """``INSERT … ON CONFLICT (id) DO NOTHING`` into every column of a table, run at the driver
+    level: SQLAlchemy compiles it once and supplies each column's value conversion (JSON through
+    the engine's orjson serializer, dates, bytes), but its per-row parameter handling is skipped.
+
+    asyncpg runs it as one pipelined executemany. SQLite gets many rows per statement instead:
+    its driver releases and retakes the GIL around every statement it steps, and with the event
+    loop's thread busy each retake can wait out the interpreter's switch interval (5 ms), which,
+    row by row, made a batch of 200 take seconds under load."""
 
     def __init__(self, engine: AsyncEngine, table: Any) -> None:
         dialect = engine.dialect
-        ins = postgresql.insert(table) if dialect.name == "postgresql" else sqlite.insert(table)
+        self.many_rows = dialect.name == "sqlite"
+        ins = sqlite.insert(table) if self.many_rows else postgresql.insert(table)
         stmt = ins.values({c.name: bindparam(c.name, type_=c.type) for c in table.c}).on_conflict_do_nothing(
             index_elements=["id"]
         )
@@ -191,12 +201,24 @@ class _DriverInsert:
         assert compiled.positiontup is not None
         self.sql = str(compiled)
         self.columns = [(name, table.c[name].type.dialect_impl(dialect).bind_processor(dialect)) for name in compiled.positiontup]
+        head, values, rest = self.sql.partition(" VALUES ")
+        group, on_conflict, tail = rest.partition(" ON CONFLICT")
+        assert values and on_conflict
+        self._head, self._group, self._tail = f"{head} VALUES ", group, on_conflict + tail
+        self._rows_per_statement = max(1, _SQLITE_MAX_PARAMS // len(self.columns))
 
     async def run(self, conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
         params = [
             tuple(row[name] if convert is None else convert(row[name]) for name, convert in self.columns) for row in rows
         ]
-        await conn.exec_driver_sql(self.sql, params)
+        if not self.many_rows:
+            await conn.exec_driver_sql(self.sql, params)
+            return
+        step = self._rows_per_statement
+        for start in range(0, len(params), step):
+            part = params[start : start + step]
+            sql = self._head + ", ".join([self._group] * len(part)) + self._tail
+            await conn.exec_driver_sql(sql, tuple(v for row in part for v in row))
 
 
 class Store:

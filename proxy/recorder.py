@@ -32,6 +32,10 @@ log = logging.getLogger("streamproxy.recorder")
 _RETRY_MIN = 0.25
 _RETRY_MAX = 5.0
 _SLICE = 0.002
+# A backlog of n batches lets assembly take up to n slices at a turn, up to this many: under
+# sustained load a recorder that yields every 2 ms falls ever further behind and spills to the
+# spool, which costs more than writing to the database, so it never catches up.
+_SLICE_GROWTH = 16
 # How long the first recording of a batch may wait for others to join it: under light load a
 # transaction per recording costs several times the CPU of one per batch.
 _LINGER = 0.1
@@ -82,15 +86,17 @@ def ensure_assembled(rec: Record) -> None:
     rec.assembled = True
 
 
-async def _assemble_in_slices(batch: list[Record]) -> None:
-    """Assemble a batch, yielding to the event loop every few milliseconds: a batch at once
-    would hold up every stream's next chunk for as long as it takes (~0.2 s for 200)."""
-    deadline = time.perf_counter() + _SLICE
+async def _assemble_in_slices(batch: list[Record], backlog: float = 1.0) -> None:
+    """Assemble a batch, yielding to the event loop every few milliseconds (more with a
+    ``backlog`` of several batches): a batch at once would hold up every stream's next chunk
+    for as long as it takes (~0.1 s for 200)."""
+    turn = _SLICE * min(_SLICE_GROWTH, max(1.0, backlog * _SLICE_GROWTH))
+    deadline = time.perf_counter() + turn
     for r in batch:
         ensure_assembled(r)
         if time.perf_counter() > deadline:
             await asyncio.sleep(0)
-            deadline = time.perf_counter() + _SLICE
+            deadline = time.perf_counter() + turn
 
 
 class Recorder:
@@ -202,7 +208,7 @@ class Recorder:
         # A part at a time, each left in the overflow until it is spooled: cancelled (by
         # close), whatever is left there goes to the spool with the rest.
         part = self._overflow[:_SPILL_PART]
-        await _assemble_in_slices(part)
+        await _assemble_in_slices(part, self._backlog())
         del self._overflow[: len(part)]
         self._overflow_bytes -= sum(map(_size, part))
         if not self._spool_now(part):
@@ -216,7 +222,12 @@ class Recorder:
                 await asyncio.wait_for(self._full.wait(), wait)
         self._full.clear()
 
+    def _backlog(self) -> float:
+        """Recordings waiting in memory, in batches."""
+        return self.depth / self.batch_size
+
     async def _write_pending(self, may_try_db: bool) -> None:
+        backlog = self._backlog()
         batch: list[Record] = []
         times: list[float] = []
         while self._pending and len(batch) < self.batch_size:
@@ -225,7 +236,7 @@ class Recorder:
             batch.append(rec)
             times.append(t)
         try:
-            await _assemble_in_slices(batch)
+            await _assemble_in_slices(batch, backlog)
         except asyncio.CancelledError:
             self._spool_now(batch)
             raise

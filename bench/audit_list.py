@@ -91,7 +91,7 @@ async def timed(store: Store, filters: Filters, runs: int) -> tuple[float, int]:
     found = 0
     for _ in range(runs):
         t = time.perf_counter()
-        records, _ = await store.list(filters, limit=50)
+        records, _ = await store.list_recordings(filters, limit=50)
         times.append(time.perf_counter() - t)
         found = len(records)
     return statistics.median(times), found

@@ -53,7 +53,7 @@ async def list_recordings(request: web.Request) -> web.Response:
     except (ConfigError, ValueError) as exc:
         return error_response(400, str(exc), "invalid_request_error", "bad_parameter")
     limit = max(1, min(limit, _MAX_LIMIT))
-    records, cursor = await request.app[STORE].list(filters, limit=limit, cursor=q.get("cursor") or None)
+    records, cursor = await request.app[STORE].list_recordings(filters, limit=limit, cursor=q.get("cursor") or None)
     return _json({"recordings": [to_json(r) for r in records], "next_cursor": cursor})
 
 

@@ -61,6 +61,21 @@ def _register() -> None:
 
     for module in (cli_serve, cli_read, cli_replay, cli_stats, cli_db, cli_admin):
         module.register(main)
+    _environment_for_every_option(main)
+
+
+def _environment_for_every_option(command: click.Command) -> None:
+    """SPEC: every option also reads ``STREAMPROXY_<OPTION>``; options that name no variable get theirs here."""
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _environment_for_every_option(sub)
+        return
+    for param in command.params:
+        if isinstance(param, click.Option) and param.envvar is None:
+            flag = next((o for o in param.opts if o.startswith("--")), None)
+            if flag is not None:
+                param.envvar = "STREAMPROXY_" + flag[2:].upper().replace("-", "_")
+                param.show_envvar = True
 
 
 _register()

@@ -83,7 +83,7 @@ def _row(rec: Record) -> str:
 def list_cmd(db: str, limit: int, cursor: str | None, as_json: bool, **filters: str | None) -> None:
     """Recordings, newest first."""
     f = run(_filters(filters))
-    records, next_cursor = run(with_store(db, lambda s: s.list(f, limit=limit, cursor=cursor)))
+    records, next_cursor = run(with_store(db, lambda s: s.list_recordings(f, limit=limit, cursor=cursor)))
     if as_json:
         click.echo(_dump([to_json(r) for r in records]))
         return

@@ -91,7 +91,7 @@ async def _play(rec: Record, speed: float, raw: bool) -> None:
 @click.argument("rec_id", metavar="ID")
 @db_option
 @click.option(
-    "--speed", default=1.0, show_default=True, type=click.FloatRange(min=0), envvar="STREAMPROXY_REPLAY_SPEED",
+    "--speed", default=1.0, show_default=True, type=click.FloatRange(min=0), envvar=["STREAMPROXY_SPEED", "STREAMPROXY_REPLAY_SPEED"],
     show_envvar=True, help="Pacing divisor: 2 is twice as fast, 0 no pauses.",
 )
 @click.option("--raw", is_flag=True, help="Write the body bytes as recorded instead of the reply text.")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,8 +65,8 @@ def build_settings(opts: dict[str, Any]) -> Settings:
     return settings
 
 
-def _option(name: str, **kw: Any) -> Any:
-    env = "STREAMPROXY_" + name.lstrip("-").upper().replace("-", "_")
+def _option(name: str, **kw: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    env = "STREAMPROXY_" + name.split("/")[0].lstrip("-").upper().replace("-", "_")
     kw.setdefault("show_default", True)
     return click.option(name, envvar=kw.pop("envvar", env), show_envvar=True, **kw)
 

@@ -47,7 +47,7 @@ async def recording_ids(store: Store, filters: Filters) -> list[str]:
     ids: list[str] = []
     cursor: str | None = None
     while True:
-        page, cursor = await store.list(filters, limit=_PAGE, cursor=cursor)
+        page, cursor = await store.list_recordings(filters, limit=_PAGE, cursor=cursor)
         ids.extend(r.id for r in page)
         if cursor is None:
             break

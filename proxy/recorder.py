@@ -332,10 +332,10 @@ class Recorder:
             return
         if accepted:
             # The database took others in this same pass; a record it keeps refusing on its own goes aside.
-            for rec, exc in lone_failures:
+            for rec, refusal in lone_failures:
                 self._strikes[rec.id] += 1
                 if self._strikes[rec.id] >= _STRIKES:
-                    self._quarantine([(rec, exc)])
+                    self._quarantine([(rec, refusal)])
         self._db_failed(failure)
         self._spool_waiting = True
 

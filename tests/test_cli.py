@@ -76,3 +76,34 @@ def test_db_upgrade_creates_and_migrates(tmp_path: Path) -> None:
     r = cli("db", "upgrade", "--db", db, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "at revision" in r.stdout and (tmp_path / "x.db").exists()
+
+
+def test_every_option_reads_its_environment_variable() -> None:
+    import click
+
+    from proxy.cli import main
+
+    def options(cmd: click.Command) -> list[click.Option]:
+        if isinstance(cmd, click.Group):
+            return [o for sub in cmd.commands.values() for o in options(sub)]
+        return [p for p in cmd.params if isinstance(p, click.Option) and p.name not in ("help", "version")]
+
+    seen = options(main)
+    assert len(seen) > 40
+    for opt in seen:
+        flag = next(o for o in opt.opts if o.startswith("--"))
+        expected = "STREAMPROXY_" + flag[2:].upper().replace("-", "_")
+        envvars = [opt.envvar] if isinstance(opt.envvar, str) else list(opt.envvar or [])
+        assert expected in envvars, (flag, opt.envvar)
+
+
+def test_a_flag_beats_the_environment_which_beats_the_default(tmp_path: Path) -> None:
+    import os
+
+    env = {**os.environ, "STREAMPROXY_MODE": "bogus-from-env"}
+    from_env = subprocess.run([sys.executable, "-m", "proxy", "serve"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60)
+    assert from_env.returncode != 0 and "bogus-from-env" in from_env.stderr
+    flag = subprocess.run(
+        [sys.executable, "-m", "proxy", "serve", "--mode", "bogus-from-flag"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60
+    )
+    assert flag.returncode != 0 and "bogus-from-flag" in flag.stderr

@@ -46,7 +46,7 @@ async def _remaining(db_url: str) -> set[str]:
     engine = await open_store(db_url, create=False)
     try:
         store = Store(engine)
-        ids = {r.id for r in (await store.list(Filters(), limit=1000))[0]}
+        ids = {r.id for r in (await store.list_recordings(Filters(), limit=1000))[0]}
         # Bodies go with their recordings.
         assert all(await asyncio.gather(*(_has_chunks(store, i) for i in ids)))
         return ids

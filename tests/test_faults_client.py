@@ -75,7 +75,7 @@ async def test_client_hangup_before_upstream_answers_closes_the_upstream_request
                 await pending
         await asyncio.wait_for(upstream.closed.wait(), timeout=5)
         await proxy.drain()
-    (rec,) = (await proxy.store.list(Filters(), limit=10))[0]
+    (rec,) = (await proxy.store.list_recordings(Filters(), limit=10))[0]
     assert rec.outcome == "client_closed" and rec.status is None and rec.chunks == []
 
 

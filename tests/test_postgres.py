@@ -67,7 +67,7 @@ async def test_database_outage_mid_stream_loses_nothing(
         await relay.restore()
         await proxy.drain()
         ids = {first.headers["x-recording-id"], *(r.headers["x-recording-id"] for r in midway)}
-        stored, _ = await direct.list(Filters(), limit=100)
+        stored, _ = await direct.list_recordings(Filters(), limit=100)
         assert {r.id for r in stored} == ids and len(stored) == 7
         for rec_id in ids:
             rec = await direct.get(rec_id)
@@ -122,7 +122,7 @@ async def test_two_instances_share_one_database(
 
     direct = Store(create_engine(db_url))
     try:
-        stored, _ = await direct.list(Filters(), limit=100)
+        stored, _ = await direct.list_recordings(Filters(), limit=100)
     finally:
         await direct.engine.dispose()
     assert sorted(r.id for r in stored) == sorted(ids)  # every recording once, none twice

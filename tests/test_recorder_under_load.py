@@ -74,7 +74,7 @@ async def test_over_the_buffer_submit_leaves_the_disk_to_the_background_and_lose
         assert not spool_dir.exists() or not any(spool_dir.iterdir())  # nothing written in the caller's time
         await recorder.drain(timeout=10)
         assert recorder.stats.spooled == 3
-        assert [r.id for r in (await store.list(Filters(), limit=20))[0]] == sorted(ids, reverse=True)
+        assert [r.id for r in (await store.list_recordings(Filters(), limit=20))[0]] == sorted(ids, reverse=True)
     finally:
         await recorder.close()
         await engine.dispose()

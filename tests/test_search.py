@@ -39,7 +39,7 @@ async def store(any_db_url: str) -> AsyncIterator[Store]:
 
 async def questions(store: Store, search: str, **filters: str) -> list[int]:
     """Which of CORPUS (by index, recorded a minute apart) match."""
-    records, _ = await store.list(Filters.from_mapping({"search": search, **filters}), limit=100)
+    records, _ = await store.list_recordings(Filters.from_mapping({"search": search, **filters}), limit=100)
     return sorted(int((r.started_at - T0).total_seconds() // 60) for r in records)
 
 
@@ -68,8 +68,8 @@ async def test_search_finds_words_and_phrases(store: Store, search: str, expecte
 
 async def test_search_combines_with_filters_and_pages(store: Store) -> None:
     assert await questions(store, "brief", model="gpt-4o") == [0, 4]
-    page, cursor = await store.list(Filters.from_mapping({"search": "brief"}), limit=2)
-    rest, end = await store.list(Filters.from_mapping({"search": "brief"}), limit=10, cursor=cursor)
+    page, cursor = await store.list_recordings(Filters.from_mapping({"search": "brief"}), limit=2)
+    rest, end = await store.list_recordings(Filters.from_mapping({"search": "brief"}), limit=10, cursor=cursor)
     assert cursor is not None and end is None
     assert [r.id for r in page + rest] == sorted((r.id for r in page + rest), reverse=True)
     assert len(page + rest) == len(CORPUS)
@@ -172,7 +172,7 @@ async def pages(store: Store, values: dict[str, str], limit: int) -> list[list[s
     out: list[list[str]] = []
     cursor = None
     while True:
-        records, cursor = await store.list(Filters.from_mapping(values), limit=limit, cursor=cursor)
+        records, cursor = await store.list_recordings(Filters.from_mapping(values), limit=limit, cursor=cursor)
         out.append([r.id for r in records])
         if cursor is None:
             return out

@@ -248,7 +248,7 @@ class Store:
             body = await s.get(RecordingBodyRow, rec_id) if chunks else None
             return _to_record(row, body)
 
-    async def list(self, filters: Filters, *, limit: int = 50, cursor: str | None = None) -> tuple[list[Record], str | None]:
+    async def list_recordings(self, filters: Filters, *, limit: int = 50, cursor: str | None = None) -> tuple[list[Record], str | None]:
         """Newest first. The cursor is the last id of the previous page."""
 
         def newest(searched: bool) -> Select[Any]:

@@ -18,6 +18,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy import Column, ColumnElement, Integer, MetaData, Select, String, Table, and_, func, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.ext.compiler import compiles
@@ -91,7 +92,7 @@ def _compile_sqlite(element: _FtsCandidates, compiler: SQLCompiler, **kw: Any) -
     return compiler.process(element.sqlite_clause, **kw)
 
 
-def _likes(terms: list[str], column: ColumnElement[str]) -> list[ColumnElement[bool]]:
+def _likes(terms: list[str], column: ColumnElement[str] | InstrumentedAttribute[str]) -> list[ColumnElement[bool]]:
     return [column.like(_like_pattern(t), escape="/") for t in terms]
 
 

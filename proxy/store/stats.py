@@ -42,7 +42,12 @@ class GroupBy(enum.StrEnum):
 
     @property
     def column(self) -> ColumnElement[Any]:
-        return {"model": RecordingRow.model, "key": RecordingRow.key_fingerprint, "path": RecordingRow.path}[self.value]
+        columns: dict[str, ColumnElement[Any]] = {
+            "model": RecordingRow.model.expression,
+            "key": RecordingRow.key_fingerprint.expression,
+            "path": RecordingRow.path.expression,
+        }
+        return columns[self.value]
 
 
 def percentile(sorted_values: Sequence[float], p: float) -> float | None:

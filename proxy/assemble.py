@@ -139,8 +139,12 @@ def _assemble_stream(path: str, chunks: Sequence[bytes]) -> Assembled:
     error: Any = None
     last = len(chunks) - 1
     for n, raw in enumerate(chunks):
-        obj = _plain_object(raw) if fold is not None else None
-        if obj is not None and "error" not in obj and obj.get("type") != "error":
+        if (
+            fold is not None
+            and (obj := _plain_object(raw)) is not None
+            and "error" not in obj
+            and obj.get("type") != "error"
+        ):
             # The usual event (one ``data:`` line holding a JSON object in valid UTF-8, which
             # orjson checks, then the blank line): nothing below could say more about it, so it
             # goes straight to the fold, skipping the event parser and the checks.

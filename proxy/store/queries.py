@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import sys
 from array import array
 from collections.abc import Callable, Sequence
@@ -175,8 +174,11 @@ def _to_record(row: RecordingRow, body: RecordingBodyRow | None) -> Record:
     )
 
 
-# How many parameters SQLite takes in one statement (SQLITE_MAX_VARIABLE_NUMBER's default).
-_SQLITE_MAX_PARAMS = 32766 if sqlite3.sqlite_version_info >= (3, 32) else 999
+# Rows per SQLite statement, at most: 32 x 25 columns stays under SQLite's oldest limit of 999
+# parameters. Statements come in power-of-two sizes because the driver caches each distinct
+# statement with its last parameters (bodies included) still bound: arbitrary sizes kept
+# hundreds of MB alive.
+_MAX_ROWS_PER_STATEMENT = 32
 
 
 class _DriverInsert:
@@ -205,7 +207,6 @@ class _DriverInsert:
         group, on_conflict, tail = rest.partition(" ON CONFLICT")
         assert values and on_conflict
         self._head, self._group, self._tail = f"{head} VALUES ", group, on_conflict + tail
-        self._rows_per_statement = max(1, _SQLITE_MAX_PARAMS // len(self.columns))
 
     async def run(self, conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
         params = [
@@ -214,11 +215,13 @@ class _DriverInsert:
         if not self.many_rows:
             await conn.exec_driver_sql(self.sql, params)
             return
-        step = self._rows_per_statement
-        for start in range(0, len(params), step):
-            part = params[start : start + step]
-            sql = self._head + ", ".join([self._group] * len(part)) + self._tail
+        start = 0
+        while start < len(params):
+            size = 1 << (min(len(params) - start, _MAX_ROWS_PER_STATEMENT).bit_length() - 1)
+            part = params[start : start + size]
+            sql = self._head + ", ".join([self._group] * size) + self._tail
             await conn.exec_driver_sql(sql, tuple(v for row in part for v in row))
+            start += size
 
 
 class Store:

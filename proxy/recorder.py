@@ -32,9 +32,9 @@ log = logging.getLogger("streamproxy.recorder")
 _RETRY_MIN = 0.25
 _RETRY_MAX = 5.0
 _SLICE = 0.002
-# A backlog of n batches lets assembly take up to n slices at a turn, up to this many: under
-# sustained load a recorder that yields every 2 ms falls ever further behind and spills to the
-# spool, which costs more than writing to the database, so it never catches up.
+# Assembly's turns grow with the backlog, to this many slices (32 ms) once a whole batch is
+# waiting: under sustained load a recorder that yields every 2 ms falls ever further behind and
+# spills to the spool, which costs more than writing to the database, so it never catches up.
 _SLICE_GROWTH = 16
 # How long the first recording of a batch may wait for others to join it: under light load a
 # transaction per recording costs several times the CPU of one per batch.

@@ -100,6 +100,8 @@ def _make_loop() -> asyncio.AbstractEventLoop:
 def serve(**opts: Any) -> None:
     """Relay and record (or replay) on HOST:PORT."""
     logging.basicConfig(level=opts["log_level"].upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Alembic announces each of its plugins at INFO on every start; the migrations it runs stay visible.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     access_logger = logging.getLogger("streamproxy.access")
     install_log_redaction(access_logger)
     try:

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from proxy import audit
 from proxy.errors import error_response
-from proxy.keys import METRICS, RECORDER, RELAY, REPLAYER, SESSION, SETTINGS, STATE, STORE
+from proxy.keys import METRICS, RECORDER, RELAY, REPLAYER, SETTINGS, STATE, STORE
 from proxy.metrics import Metrics
 from proxy.recorder import Recorder
 from proxy.relay import Relay, RuntimeState, new_record
@@ -55,7 +55,6 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
         timeout=aiohttp.ClientTimeout(total=None),
         skip_auto_headers=("User-Agent", "Content-Type"),
     )
-    app[SESSION] = session
     app[RELAY] = Relay(settings, session, app[RECORDER], app[METRICS], app[STATE])
     # The session is created in every mode but used only to forward: replay never touches it.
     app[REPLAYER] = Replayer(settings, app[STORE], app[RELAY])

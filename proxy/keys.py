@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import aiohttp
 from aiohttp import web
 
 from proxy.metrics import Metrics
@@ -12,7 +11,7 @@ from proxy.replay import Replayer
 from proxy.settings import Settings
 from proxy.store import Store
 
-__all__ = ["METRICS", "RECORDER", "RELAY", "REPLAYER", "SESSION", "SETTINGS", "STATE", "STORE"]
+__all__ = ["METRICS", "RECORDER", "RELAY", "REPLAYER", "SETTINGS", "STATE", "STORE"]
 
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
@@ -21,4 +20,3 @@ METRICS = web.AppKey("metrics", Metrics)
 STATE = web.AppKey("state", RuntimeState)
 RELAY = web.AppKey("relay", Relay)
 REPLAYER = web.AppKey("replayer", Replayer)
-SESSION = web.AppKey("upstream_session", aiohttp.ClientSession)

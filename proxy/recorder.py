@@ -10,11 +10,10 @@ database costs memory only up to that bound and never slows a stream.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -54,8 +53,6 @@ class RecorderStats:
     spool_failures: int = 0
     db_failures: int = 0
     rejected: int = 0
-    # Seconds from a recording's end to its commit, last batch (for bench and metrics).
-    last_lag: float = 0.0
 
 
 def _looks_like_outage(exc: BaseException) -> bool:
@@ -130,7 +127,7 @@ class Recorder:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._rejected: set[str] = set()
-        self._strikes: collections.Counter[str] = collections.Counter()
+        self._strikes: Counter[str] = Counter()
 
     @property
     def depth(self) -> int:
@@ -258,9 +255,8 @@ class Recorder:
         self._db_recovered()
         self._quarantine(refused)
         self.stats.written += len(batch) - len(refused)
-        now = time.monotonic()
-        self.stats.last_lag = now - times[0]
         if self.observe_lag is not None:
+            now = time.monotonic()
             for t in times:
                 self.observe_lag(now - t)
 

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 import aiohttp
 import orjson
@@ -29,7 +28,7 @@ from proxy.recorder import Recorder
 from proxy.settings import Settings
 from proxy.sse import EventSplitter
 
-__all__ = ["HOP_BY_HOP", "Relay", "RuntimeState", "new_record"]
+__all__ = ["HOP_BY_HOP", "Relay", "RuntimeState", "cut", "new_record"]
 
 log = logging.getLogger("streamproxy.relay")
 
@@ -59,7 +58,6 @@ class RuntimeState:
     """What changes while the app runs; one per app."""
 
     shutting_down: bool = False
-    in_flight: set[asyncio.Task[Any]] = field(default_factory=set)
 
 
 def new_record(request: web.Request, body: bytes, settings: Settings) -> Record:
@@ -225,7 +223,7 @@ class Relay:
         except (TimeoutError, aiohttp.ServerTimeoutError):
             rec.outcome = Outcome.UPSTREAM_ERROR
             rec.error = f"no bytes from upstream for {self.settings.read_timeout:g} s"
-            self._cut(request)
+            cut(request)
             return resp if resp is not None else web.Response(status=504)
         except _ClientGone:
             rec.outcome = Outcome.CLIENT_CLOSED
@@ -236,7 +234,7 @@ class Relay:
         except _UPSTREAM_BROKE as exc:
             rec.outcome = Outcome.UPSTREAM_CLOSED
             rec.error = f"upstream broke off: {exc!r}"
-            self._cut(request)
+            cut(request)
             return resp if resp is not None else web.Response(status=502)
         except asyncio.CancelledError:
             if self.state.shutting_down:
@@ -256,7 +254,7 @@ class Relay:
                 upstream.close()
             if resp is None:
                 return error_response(500, "streamproxy failed to relay this request", "proxy_error", "proxy_error", recording_id=rec.id)
-            self._cut(request)
+            cut(request)
             return resp
         finally:
             if upstream is not None:
@@ -281,12 +279,12 @@ class Relay:
         rec.offsets_ms.append(0.0)
         return error_response(status, message, "upstream_error", code, recording_id=rec.id)
 
-    @staticmethod
-    def _cut(request: web.Request) -> None:
-        """Break the client's response off without a clean end, as upstream broke off ours."""
-        transport = request.transport
-        if transport is not None:
-            transport.close()
+
+def cut(request: web.Request) -> None:
+    """Break the client's response off without a clean end of the body, as upstream broke off ours."""
+    transport = request.transport
+    if transport is not None:
+        transport.close()
 
 
 class _ClientGone(Exception):

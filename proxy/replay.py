@@ -18,7 +18,7 @@ from proxy.errors import error_response
 from proxy.faults import FaultError, Faults, Piece, parse_faults, plan
 from proxy.matching import differences
 from proxy.record import Outcome, Record
-from proxy.relay import HOP_BY_HOP, Relay
+from proxy.relay import HOP_BY_HOP, Relay, cut
 from proxy.settings import Settings
 from proxy.store import Store
 
@@ -92,8 +92,7 @@ async def serve(request: web.Request, rec: Record, speed: float, faults: Faults)
     except ConnectionError:  # the client hung up; nothing to record
         return resp
     # Break off without the chunked body's end, as the recorded upstream (or the fault) did.
-    if request.transport is not None:
-        request.transport.close()
+    cut(request)
     return resp
 
 

@@ -196,7 +196,3 @@ class Settings:
         if path is not None:
             return path.parent / (path.name + "-spool")
         return Path("streamproxy-spool")
-
-    @property
-    def audit_open_to(self) -> str:
-        return "everyone with the token" if self.admin_token else "loopback only"

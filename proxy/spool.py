@@ -12,10 +12,9 @@ import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import orjson
-
+from proxy.exchange import export_line, parse_line
 from proxy.ids import new_id
-from proxy.record import Record, from_json, to_json
+from proxy.record import Record
 
 __all__ = ["Spool"]
 
@@ -40,7 +39,7 @@ class Spool:
 
     def _write(self, path: Path, records: Sequence[Record]) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        data = b"".join(orjson.dumps(to_json(r, export=True)) + b"\n" for r in records)
+        data = b"".join(map(export_line, records))
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             os.write(fd, data)
@@ -91,8 +90,8 @@ class Spool:
                 if not line.strip():
                     continue
                 try:
-                    batch.append(from_json(orjson.loads(line)))
-                except (orjson.JSONDecodeError, ValueError) as exc:
+                    batch.append(parse_line(line))
+                except ValueError as exc:
                     log.error("spool %s line %d is unreadable and was skipped: %s", path.name, lineno, exc)
                     continue
                 if len(batch) >= batch_size:

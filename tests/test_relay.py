@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import aiohttp
 import openai
@@ -11,7 +10,7 @@ import orjson
 import pytest
 
 from proxy.credentials import fingerprint
-from tests.conftest import API_KEY, ProxyFactory, RunningProxy
+from tests.conftest import API_KEY, RunningProxy
 from tests.fakes import FakeUpstream, Script
 from tests.pgtest import stored_bytes
 

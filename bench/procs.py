@@ -11,7 +11,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-__all__ = ["cpu_seconds", "die_with_parent", "free_port", "new_loop", "rss_kb", "serve"]
+__all__ = ["cpu_seconds", "die_with_parent", "free_port", "new_loop", "rss_kb", "serve", "tree"]
 
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -47,15 +47,41 @@ def die_with_parent() -> None:
     libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def tree(pid: int) -> list[int]:
+    """The process and its live descendants (streamproxy's assembly workers are its children)."""
+    out = [pid]
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue
+        for child in children:
+            try:
+                out.extend(tree(int(child)))
+            except OSError:  # it exited meanwhile
+                pass
+    return out
+
+
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK
+    """User + system CPU time so far of a process and its live descendants."""
+    total = 0
+    for p in tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / _TICK
 
 
 def rss_kb(pid: int, field: str = "VmRSS") -> int:
-    """``VmRSS`` (now) or ``VmHWM`` (peak) of a process, in kB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise LookupError(field)
+    """``VmRSS`` (now) or ``VmHWM`` (peak) of a process, plus its live descendants', in kB."""
+    total = 0
+    for p in tree(pid):
+        try:
+            lines = Path(f"/proc/{p}/status").read_text().splitlines()
+        except OSError:
+            continue
+        total += next(int(line.split()[1]) for line in lines if line.startswith(field + ":"))
+    return total

@@ -10,6 +10,7 @@ import aiohttp
 from aiohttp import web
 
 from proxy import audit
+from proxy.assembly_pool import AssemblyPool
 from proxy.errors import error_response
 from proxy.keys import METRICS, RECORDER, RELAY, REPLAYER, SETTINGS, STATE, STORE
 from proxy.metrics import Metrics
@@ -33,15 +34,22 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _recorder_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     spool = Spool(settings.resolved_spool_dir)
+    pool = AssemblyPool(settings.assembly_workers) if settings.mode.records and settings.assembly_workers else None
+    if pool is not None:
+        await pool.start()
     recorder = Recorder(
         app[STORE], spool, buffer_bytes=settings.buffer_bytes, batch_size=settings.batch_size,
-        observe_lag=app[METRICS].recorder_lag.observe,
+        observe_lag=app[METRICS].recorder_lag.observe, pool=pool,
     )
     app[RECORDER] = recorder
     app[METRICS].bind_recorder(lambda: recorder.depth, spool.size)
     await recorder.start()
     yield
-    await recorder.close(timeout=max(settings.shutdown_grace, 5.0))
+    try:
+        await recorder.close(timeout=max(settings.shutdown_grace, 5.0))
+    finally:
+        if pool is not None:
+            await pool.close()
 
 
 async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -56,6 +56,7 @@ def build_settings(opts: dict[str, Any]) -> Settings:
         client_keys=_read_keys(opts["client_keys"]),
         upstream_key=opts["upstream_key"] or None,
         admin_token=opts["admin_token"] or None,
+        assembly_workers=opts["assembly_workers"],
         access_log=opts["access_log"],
     )
     if not is_loopback(settings.host) and not settings.admin_token:
@@ -95,6 +96,7 @@ def _make_loop() -> asyncio.AbstractEventLoop:
 @_option("--client-keys", default=None, help="File of proxy keys, one a line; only these are admitted.")
 @_option("--upstream-key", default=None, envvar=["STREAMPROXY_UPSTREAM_KEY", "OPENAI_API_KEY"], show_default=False, help="Key sent upstream when --client-keys is set [env: STREAMPROXY_UPSTREAM_KEY, OPENAI_API_KEY].")
 @_option("--admin-token", default=None, show_default=False, help="Bearer token required for /recordings and /ui.")
+@_option("--assembly-workers", default=1, type=int, help="Processes that assemble replies beside the relay; 0 = in the serving process.")
 @_option("--access-log/--no-access-log", default=False, help="Log one line per request.")
 @_option("--log-level", default="info", help="debug | info | warning | error.")
 def serve(**opts: Any) -> None:

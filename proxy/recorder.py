@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from proxy.assemble import assemble
+from proxy.assembly_pool import AssemblyPool
 from proxy.record import Record
 from proxy.spool import Spool
 from proxy.store.queries import Store
@@ -105,8 +106,10 @@ class Recorder:
         buffer_bytes: int = 32 * 1024**2,
         batch_size: int = 200,
         observe_lag: Callable[[float], None] | None = None,
+        pool: AssemblyPool | None = None,
     ) -> None:
         self.store = store
+        self.pool = pool
         self.observe_lag = observe_lag
         self.spool = spool
         self.buffer_bytes = buffer_bytes
@@ -205,7 +208,7 @@ class Recorder:
         # A part at a time, each left in the overflow until it is spooled: cancelled (by
         # close), whatever is left there goes to the spool with the rest.
         part = self._overflow[:_SPILL_PART]
-        await _assemble_in_slices(part, self._backlog())
+        await self._assemble(part, self._backlog())
         del self._overflow[: len(part)]
         self._overflow_bytes -= sum(map(_size, part))
         if not self._spool_now(part):
@@ -218,6 +221,11 @@ class Recorder:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._full.wait(), wait)
         self._full.clear()
+
+    async def _assemble(self, batch: list[Record], backlog: float) -> None:
+        if self.pool is not None and await self.pool.assemble(batch):
+            return
+        await _assemble_in_slices(batch, backlog)
 
     def _backlog(self) -> float:
         """Recordings waiting in memory, in batches."""
@@ -233,7 +241,7 @@ class Recorder:
             batch.append(rec)
             times.append(t)
         try:
-            await _assemble_in_slices(batch, backlog)
+            await self._assemble(batch, backlog)
         except asyncio.CancelledError:
             self._spool_now(batch)
             raise

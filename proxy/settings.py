@@ -171,6 +171,9 @@ class Settings:
     admin_token: str | None = field(default=None, repr=False)
     buffer_bytes: int = 32 * 1024**2
     batch_size: int = 200
+    # Processes that assemble replies beside the relay; 0 assembles in the serving process.
+    # ``serve`` defaults to 1; an embedded proxy (tests, the pytest plugin) records too little to need one.
+    assembly_workers: int = 0
     access_log: bool = False
 
     def __post_init__(self) -> None:
@@ -181,6 +184,8 @@ class Settings:
             raise ConfigError("replay speed must be 0 (no pauses) or more")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port {self.port} out of range")
+        if self.assembly_workers < 0:
+            raise ConfigError("assembly workers must be 0 (assemble in the serving process) or more")
         for name in ("connect_timeout", "read_timeout", "shutdown_grace"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name.replace('_', '-')} must be more than 0 seconds")

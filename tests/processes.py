@@ -39,7 +39,10 @@ class ServeProcess:
 
     async def start(self, timeout: float = 20.0) -> ServeProcess:
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "proxy", *self.args], stdout=log, stderr=log, env=self.env)
+        # A process group of its own (serve and its assembly workers), as a shell would give it.
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "proxy", *self.args], stdout=log, stderr=log, env=self.env, start_new_session=True
+        )
         log.close()
         deadline = asyncio.get_running_loop().time() + timeout
         async with aiohttp.ClientSession() as s:
@@ -59,6 +62,11 @@ class ServeProcess:
     def signal(self, sig: int) -> None:
         assert self.proc is not None
         self.proc.send_signal(sig)
+
+    def interrupt_group(self) -> None:
+        """SIGINT to serve's whole process group, as a terminal's Ctrl-C."""
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGINT)
 
     async def wait(self, timeout: float = 30.0) -> int:
         assert self.proc is not None

@@ -165,6 +165,13 @@ class AssemblyPool:
             log.warning("an assembly worker failed (%r); replacing it, assembling this batch here", exc)
             await self._reset()
             return False
+        except asyncio.CancelledError:
+            # Cut off between a question and its answer, a worker would hand the next caller this one's.
+            for w in self._workers:
+                if w is not None and w.proc.returncode is None:
+                    w.proc.kill()
+            self._workers = [None] * self.size
+            raise
         results = [r for answer in answers for r in answer]
         for rec, (reply, notes) in zip(todo, results, strict=True):
             rec.reply = reply

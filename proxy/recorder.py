@@ -46,6 +46,10 @@ _OVERFLOW_SHARE = 4
 _STRIKES = 3
 
 
+# A batch taken from the queue, its enqueue times, and its assembly under way.
+_Ahead = tuple[list[Record], list[float], "asyncio.Future[None]"]
+
+
 @dataclass(slots=True)
 class RecorderStats:
     submitted: int = 0
@@ -116,6 +120,7 @@ class Recorder:
         self.batch_size = batch_size
         self.stats = RecorderStats()
         self._pending: deque[tuple[Record, float]] = deque()
+        self._ahead: _Ahead | None = None  # the next batch, taken from _pending, being assembled
         self._pending_bytes = 0
         self._overflow: list[Record] = []
         self._overflow_bytes = 0
@@ -135,7 +140,8 @@ class Recorder:
     @property
     def depth(self) -> int:
         """Recordings waiting in memory."""
-        return len(self._pending) + len(self._overflow)
+        ahead = len(self._ahead[0]) if self._ahead is not None else 0
+        return len(self._pending) + len(self._overflow) + ahead
 
     def submit(self, rec: Record) -> None:
         """Hand over a finished recording. Never blocks, never raises."""
@@ -189,6 +195,9 @@ class Recorder:
             if self._overflow:
                 await self._spill()
                 continue
+            if self._ahead is not None:
+                await self._write_pending(may_try_db)
+                continue
             if self._pending:
                 await self._linger()
                 await self._write_pending(may_try_db)
@@ -231,7 +240,8 @@ class Recorder:
         """Recordings waiting in memory, in batches."""
         return self.depth / self.batch_size
 
-    async def _write_pending(self, may_try_db: bool) -> None:
+    def _assemble_next(self) -> _Ahead:
+        """Take the next batch out of ``_pending`` and start assembling it."""
         backlog = self._backlog()
         batch: list[Record] = []
         times: list[float] = []
@@ -240,11 +250,20 @@ class Recorder:
             self._pending_bytes -= _size(rec)
             batch.append(rec)
             times.append(t)
+        return batch, times, asyncio.ensure_future(self._assemble(batch, backlog))
+
+    async def _write_pending(self, may_try_db: bool) -> None:
+        ahead, self._ahead = self._ahead or self._assemble_next(), None
+        batch, times, assembling = ahead
         try:
-            await self._assemble(batch, backlog)
+            await assembling
         except asyncio.CancelledError:
+            assembling.cancel()
             self._spool_now(batch)
             raise
+        if may_try_db and len(self._pending) >= self.batch_size:
+            # A whole batch waits: its assembly (in a worker process) runs while this one is written.
+            self._ahead = self._assemble_next()
         if not may_try_db:
             if not self._spool_now(batch):
                 # Neither the database nor the disk takes them: wait for the next database attempt
@@ -385,6 +404,10 @@ class Recorder:
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
         leftover = [r for r, _ in self._pending] + self._overflow
+        if self._ahead is not None:
+            self._ahead[2].cancel()
+            leftover = self._ahead[0] + leftover
+            self._ahead = None
         self._overflow = []
         self._overflow_bytes = 0
         self._pending.clear()

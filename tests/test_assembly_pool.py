@@ -31,17 +31,26 @@ SQLITE = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 WORKER_MODULE = b"proxy.assembly_worker"
 
 
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            out.extend(int(c) for c in (task / "children").read_text().split())
+        except OSError:  # a thread that ended meanwhile
+            continue
+    return out
+
+
 def worker_pids() -> set[int]:
     """This process's children that are assembly workers."""
     pids: set[int] = set()
-    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
-        for child in (task / "children").read_text().split():
-            try:
-                cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
-            except OSError:
-                continue
-            if WORKER_MODULE in cmdline:
-                pids.add(int(child))
+    for child in _children(os.getpid()):
+        try:
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if WORKER_MODULE in cmdline:
+            pids.add(child)
     return pids
 
 
@@ -164,8 +173,6 @@ async def test_ctrl_c_leaves_the_worker_to_assemble_what_serve_flushes(fake_upst
     assert "assembly worker failed" not in log and "KeyboardInterrupt" not in log, log
 
 
-def _children(pid: int) -> list[int]:
-    return [int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()]
 
 
 def _gone(pid: int) -> bool:

@@ -91,6 +91,8 @@ class _Worker:
         assert proc.stdin is not None and proc.stdout is not None
         self.stdin = proc.stdin
         self.stdout = proc.stdout
+        # One question at a time on the pipe: the recorder may spill one batch while assembling the next.
+        self._turn = asyncio.Lock()
 
     @classmethod
     async def spawn(cls) -> _Worker:
@@ -107,10 +109,11 @@ class _Worker:
         return worker
 
     async def run(self, items: list[Packed]) -> list[Assembled]:
-        self.stdin.write(write_frame(pickle.dumps(items, protocol=5)))
-        await self.stdin.drain()
-        (size,) = _LENGTH.unpack(await self.stdout.readexactly(_LENGTH.size))
-        results: list[Assembled] = pickle.loads(await self.stdout.readexactly(size))
+        async with self._turn:
+            self.stdin.write(write_frame(pickle.dumps(items, protocol=5)))
+            await self.stdin.drain()
+            (size,) = _LENGTH.unpack(await self.stdout.readexactly(_LENGTH.size))
+            results: list[Assembled] = pickle.loads(await self.stdout.readexactly(size))
         if len(results) != len(items):
             raise ValueError(f"worker answered {len(results)} of {len(items)}")
         return results

@@ -196,3 +196,15 @@ async def test_the_worker_leaves_when_serve_is_killed(fake_upstream: FakeUpstrea
             break
         await asyncio.sleep(0.05)
     assert _gone(workers[0]), "an orphaned worker would linger"
+
+
+async def test_batches_asked_at_once_take_turns_on_a_worker() -> None:
+    """The recorder may spill one batch while the next is being assembled: both are answered."""
+    pool = AssemblyPool(1)
+    await pool.start()
+    try:
+        first, second = [_record("chat_simple")], [_record("completions")]
+        assert await asyncio.gather(pool.assemble(first), pool.assemble(second)) == [True, True]
+        assert first[0].reply == SHAPES["chat_simple"].full and second[0].reply == SHAPES["completions"].full
+    finally:
+        await pool.close()

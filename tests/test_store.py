@@ -1,8 +1,12 @@
-"""The store on both backends: every chunk comes back byte for byte however its body is stored."""
+"""The store on both backends: every chunk comes back byte for byte however its body is stored,
+and new SQLite files get 16 KB pages."""
 
 from __future__ import annotations
 
+import contextlib
 import random
+import sqlite3
+from pathlib import Path
 
 import orjson
 import pytest
@@ -11,6 +15,7 @@ from sqlalchemy import func, select
 from proxy.record import Record
 from proxy.store import Store, open_store
 from proxy.store.models import RecordingBodyRow, RecordingRow
+from tests.recorded import cli
 from tests.recordings import make_record
 
 
@@ -77,3 +82,33 @@ async def test_chunks_come_back_byte_for_byte(db_url: str, name: str) -> None:
             assert stored[1] == len(body)
     finally:
         await engine.dispose()
+
+
+def _sqlite_pragmas(db: Path) -> tuple[int, str]:
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        return conn.execute("PRAGMA page_size").fetchone()[0], conn.execute("PRAGMA journal_mode").fetchone()[0]
+
+
+async def test_a_new_sqlite_database_has_16k_pages(tmp_path: Path) -> None:
+    db = tmp_path / "new.db"
+    out = await cli("db", "upgrade", "--db", f"sqlite+aiosqlite:///{db}")
+    assert out.returncode == 0, out.stderr
+    assert _sqlite_pragmas(db) == (16384, "wal")
+
+
+async def test_an_existing_sqlite_database_keeps_its_pages_and_works(tmp_path: Path) -> None:
+    db = tmp_path / "old.db"
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        conn.execute("PRAGMA page_size=4096")
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("CREATE TABLE earlier (x)")
+    rec = _with_chunks(_chat_events(200))
+    engine = await open_store(f"sqlite+aiosqlite:///{db}", create=True)
+    try:
+        store = Store(engine)
+        await store.insert([rec])
+        got = await store.get(rec.id)
+        assert got is not None and got.chunks == rec.chunks
+    finally:
+        await engine.dispose()
+    assert _sqlite_pragmas(db) == (4096, "wal")

@@ -10,6 +10,12 @@ streamed chat completions of ``--chunks`` SSE events each, as the relay hands th
 The recorder shares the event loop with the relay, so the table also shows the longest time the
 loop was blocked while the writer worked (``stall max``): that long, no stream got a byte.
 
+CPU per recording, in microseconds: ``CPU`` is the whole process (the recorder's assembly, the
+inserts, SQLite itself, the watcher's ticks; paced, building the records too), ``insert`` the
+process's CPU while a ``Store.insert`` was running (clean under the max load, where nothing else
+runs then), ``server`` PostgreSQL's backend processes for the bench database (read from
+``/proc``: a server on this machine only).
+
 Run by hand (PostgreSQL gets a database of its own, dropped at the end)::
 
     python bench/recording_throughput.py
@@ -31,6 +37,8 @@ from pathlib import Path
 
 import asyncpg
 import orjson
+from procs import cpu_seconds
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from proxy.ids import new_id
@@ -41,14 +49,17 @@ from proxy.store import Store, open_store
 
 
 class TimedStore(Store):
-    """The real store, noting when each recording's batch committed."""
+    """The real store, noting when each recording's batch committed and the CPU its inserts took."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         super().__init__(engine)
         self.committed: dict[str, float] = {}
+        self.insert_cpu = 0.0
 
     async def insert(self, records: Sequence[Record]) -> None:
+        cpu = time.process_time()
         await super().insert(records)
+        self.insert_cpu += time.process_time() - cpu
         now = time.monotonic()
         for r in records:
             self.committed[r.id] = now
@@ -98,19 +109,40 @@ class Row:
     lags: list[float]
     spooled: int
     stall: float
+    cpu: float
+    insert_cpu: float
+    server_cpu: float | None
 
     def cells(self) -> list[str]:
         q = statistics.quantiles(self.lags, n=100) if len(self.lags) > 1 else self.lags * 99
+        per_rec = [
+            "-" if c is None else f"{c / max(self.recordings, 1) * 1e6:,.0f}"
+            for c in (self.cpu, self.insert_cpu, self.server_cpu)
+        ]
         return [
             self.backend, self.load, str(self.recordings), f"{self.recordings / self.seconds:,.0f}",
             f"{self.recordings * self.chunks / self.seconds:,.0f}", f"{q[49] * 1000:,.0f}", f"{q[98] * 1000:,.0f}",
-            f"{self.stall * 1000:,.0f}", str(self.spooled),
+            f"{self.stall * 1000:,.0f}", str(self.spooled), *per_rec,
         ]
 
 
 HEADER = [
     "backend", "load", "recordings", "recordings/s", "chunks/s", "lag p50 ms", "lag p99 ms", "stall max ms", "spooled",
+    "CPU µs/rec", "insert µs/rec", "server µs/rec",
 ]
+
+
+async def _server_cpu(engine: AsyncEngine) -> dict[int, float] | None:
+    """CPU seconds so far of each PostgreSQL backend on this engine's database; None for SQLite
+    (it runs inside this process) or a server whose processes this machine cannot see."""
+    if engine.dialect.name != "postgresql":
+        return None
+    async with engine.connect() as conn:
+        pids = (await conn.scalars(text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()"))).all()
+    try:
+        return {pid: cpu_seconds(pid) for pid in pids}
+    except OSError:
+        return None
 
 
 async def _watch_loop(worst: list[float]) -> None:
@@ -131,14 +163,17 @@ async def run_load(db_url: str, backend: str, *, chunks: int, count: int, rate: 
         submitted: dict[str, float] = {}
         worst = [0.0]
         watcher = asyncio.create_task(_watch_loop(worst))
+        server_before = await _server_cpu(engine)
         try:
             if rate is None:
                 records = [make_record(chunks) for _ in range(count)]
+                cpu = time.process_time()
                 start = time.monotonic()
                 for r in records:
                     submitted[r.id] = time.monotonic()
                     recorder.submit(r)
             else:
+                cpu = time.process_time()
                 start = time.monotonic()
                 for i in range(count):
                     # Pace against the clock, not by sleeping a fixed step: building records takes time too.
@@ -148,13 +183,21 @@ async def run_load(db_url: str, backend: str, *, chunks: int, count: int, rate: 
                     recorder.submit(r)
             await recorder.drain()
             elapsed = time.monotonic() - start
+            cpu = time.process_time() - cpu
+            server_after = await _server_cpu(engine)
         finally:
             watcher.cancel()
             await recorder.close()
             await engine.dispose()
     lags = [store.committed[i] - t for i, t in submitted.items() if i in store.committed]
     load = "max" if rate is None else f"paced {rate:g}/s"
-    return Row(backend, load, len(lags), elapsed, chunks, lags, recorder.stats.spooled, worst[0])
+    server = None
+    if server_before is not None and server_after is not None:
+        # A backend that is gone by the end (recycled) is left out; one that started during the run counts whole.
+        server = sum(after - server_before.get(pid, 0.0) for pid, after in server_after.items())
+    return Row(
+        backend, load, len(lags), elapsed, chunks, lags, recorder.stats.spooled, worst[0], cpu, store.insert_cpu, server
+    )
 
 
 async def _pg_admin(dsn: str, sql: str) -> None:

@@ -1,4 +1,5 @@
-"""Recordings built in memory for audit tests: a streamed chat completion with its chunks and reply."""
+"""Recordings built in memory for audit tests: a streamed chat completion with its chunks and reply;
+and one written as an older streamproxy wrote it, for migration tests."""
 
 from __future__ import annotations
 
@@ -6,9 +7,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from proxy.ids import new_id
 from proxy.record import Outcome, Record
+from proxy.store.models import RecordingRow
+from proxy.store.queries import _row_values
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
@@ -71,3 +76,19 @@ def make_record(
         reply=reply,
         assembled=True,
     )
+
+
+async def insert_as_before_0003(engine: AsyncEngine, rec: Record) -> None:
+    """``rec`` written the way streamproxy wrote it before migration 0003: the body raw, in a
+    ``recording_bodies`` table without an ``encoding`` column (revisions 0001 and 0002)."""
+    row, packed = _row_values(rec)
+    bodies = sa.table(
+        "recording_bodies",
+        *(sa.column(name, sa.LargeBinary) for name in ("body", "chunk_ends", "chunk_offsets")),
+        sa.column("id", sa.String),
+    )
+    async with engine.begin() as conn:
+        await conn.execute(RecordingRow.__table__.insert(), [row])
+        raw = {**packed, "body": rec.body}
+        del raw["encoding"]
+        await conn.execute(bodies.insert(), [raw])

@@ -1,8 +1,10 @@
-"""Alembic migrations on both backends: empty to head matches the models, and ``serve`` migrates by itself."""
+"""Alembic migrations on both backends: empty to head matches the models, ``serve`` migrates by itself,
+and recordings written before a migration read back the same after it (and after its downgrade)."""
 
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -11,8 +13,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from proxy.store.engine import (
     MIGRATIONS_DIR,
@@ -23,9 +26,11 @@ from proxy.store.engine import (
     head_revision,
     migrate,
 )
+from proxy.store import Store
 from proxy.store.models import Base
 from tests.fakes import FakeUpstream
 from tests.processes import ServeProcess
+from tests.recordings import T0, insert_as_before_0003, make_record
 
 
 def _older_revisions() -> list[str | None]:
@@ -103,3 +108,43 @@ async def test_instances_migrating_one_database_at_once_take_turns(any_db_url: s
         assert await current_revision(engines[0]) == head_revision()
     finally:
         await asyncio.gather(*(e.dispose() for e in engines))
+
+
+async def _to(engine: AsyncEngine, revision: str, *, down: bool = False) -> None:
+    op = command.downgrade if down else command.upgrade
+    async with engine.begin() as conn:
+        await conn.run_sync(lambda c: op(_alembic_config(c), revision))
+
+
+async def _stored_bodies(engine: AsyncEngine) -> dict[str, bytes]:
+    async with engine.connect() as conn:
+        return {r.id: r.body for r in await conn.execute(text("SELECT id, body FROM recording_bodies"))}
+
+
+async def test_0003_reads_bodies_stored_before_it_and_goes_down_to_raw_bodies(any_db_url: str) -> None:
+    story = " ".join(f"word{i}" for i in range(300))
+    old = make_record("written by 0002", story)
+    # More than the downgrade decompresses in one round trip.
+    new = [make_record("written by 0003", story, at=T0 + timedelta(seconds=i)) for i in range(250)]
+    engine = create_engine(any_db_url)
+    try:
+        await _to(engine, "0002")
+        await insert_as_before_0003(engine, old)
+        await _to(engine, "0003")
+        store = Store(engine)
+        got = await store.get(old.id)
+        assert got is not None and got.chunks == old.chunks and got.offsets_ms == old.offsets_ms
+        await store.insert(new)
+        stored = await _stored_bodies(engine)
+        assert len(stored[old.id]) == len(old.body)
+        assert all(len(stored[r.id]) < len(r.body) // 4 for r in new)
+
+        await _to(engine, "0002", down=True)
+        assert await _stored_bodies(engine) == {r.id: r.body for r in [old, *new]}
+
+        await _to(engine, "head")
+        for rec in [old, new[0], new[-1]]:
+            got = await store.get(rec.id)
+            assert got is not None and got.chunks == rec.chunks
+    finally:
+        await engine.dispose()

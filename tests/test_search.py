@@ -17,7 +17,7 @@ from proxy.store import Store, open_store
 from proxy.store.engine import _alembic_config, create_engine, current_revision
 from proxy.store import search as search_module
 from proxy.store.search import search_terms
-from tests.recordings import T0, make_record
+from tests.recordings import T0, insert_as_before_0003, make_record
 
 CORPUS = [
     ("What is the rate limit for gpt-4o?", "The rate limit depends on your tier.", "gpt-4o"),
@@ -123,8 +123,8 @@ async def test_migration_0002_indexes_existing_recordings_and_goes_down(any_db_u
     engine = create_engine(any_db_url)
     try:
         await _migrate_to(engine, "0001")
-        await Store(engine).insert([make_record("an old question about zebras", "stripes")])
-        await _migrate_to(engine, "head")
+        await insert_as_before_0003(engine, make_record("an old question about zebras", "stripes"))
+        await _migrate_to(engine, "0002")
         assert await current_revision(engine) == "0002"
         assert await questions(Store(engine), "zebras stripes") == [0]
         await _migrate_to(engine, "0001", down=True)

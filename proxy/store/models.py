@@ -3,7 +3,9 @@
 A recording is one row in ``recordings`` (what listing and filtering read) and
 one in ``recording_bodies`` (the response body and where each chunk ends and
 when it arrived). Storing the chunks as one body plus two packed arrays keeps
-a 200-chunk stream at two inserted rows instead of 201.
+a 200-chunk stream at two inserted rows instead of 201. The body is stored
+zlib-compressed when that makes it smaller (``encoding``), which a stream of
+events that all repeat the same JSON prefix nearly always does.
 """
 
 from __future__ import annotations
@@ -66,6 +68,8 @@ class RecordingBodyRow(Base):
 
     id: Mapped[str] = mapped_column(String(26), ForeignKey("recordings.id", ondelete="CASCADE"), primary_key=True)
     body: Mapped[bytes] = mapped_column(LargeBinary)
+    # How ``body`` is stored: "" raw (rows from before migration 0003 too), "zlib" compressed.
+    encoding: Mapped[str] = mapped_column(String(16), server_default="")
     # Packed little-endian uint64 end positions and float64 offsets, one per chunk.
     chunk_ends: Mapped[bytes] = mapped_column(LargeBinary)
     chunk_offsets: Mapped[bytes] = mapped_column(LargeBinary)

@@ -1,0 +1,114 @@
+"""The store on both backends: every chunk comes back byte for byte however its body is stored,
+and new SQLite files get 16 KB pages."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import sqlite3
+from pathlib import Path
+
+import orjson
+import pytest
+from sqlalchemy import func, select
+
+from proxy.record import Record
+from proxy.store import Store, open_store
+from proxy.store.models import RecordingBodyRow, RecordingRow
+from tests.recorded import cli
+from tests.recordings import make_record
+
+
+def _chat_events(n: int) -> list[bytes]:
+    base = {"id": "chatcmpl-7", "object": "chat.completion.chunk", "created": 1700000000, "model": "gpt-4o-mini"}
+    return [
+        b"data: " + orjson.dumps({**base, "choices": [{"index": 0, "delta": {"content": f"Grüße {i} "}}]}) + b"\n\n"
+        for i in range(n)
+    ] + [b"data: [DONE]\n\n"]
+
+
+def _random_chunks(size: int) -> list[bytes]:
+    """Random bytes (NULs, invalid UTF-8) cut at random points, an empty chunk among them."""
+    rng = random.Random(size)
+    data = rng.randbytes(size)
+    cuts = sorted(rng.sample(range(1, size), 40))
+    chunks = [data[a:b] for a, b in zip([0, *cuts], [*cuts, size], strict=True)]
+    return [*chunks[:20], b"", *chunks[20:]]
+
+
+# (chunks, how the body is stored: "zlib" compressed, "" raw)
+BODIES = {
+    "chat stream": (_chat_events(200), "zlib"),
+    "long chat stream": (_chat_events(30_000), "zlib"),
+    "random bytes": (_random_chunks(50_000), ""),
+    "random megabyte": (_random_chunks(1 << 20), ""),
+    "no chunks": ([], ""),
+    "one empty chunk": ([b""], ""),
+    "one tiny chunk": ([b"data: [DONE]\n\n"], ""),
+}
+
+
+def _with_chunks(chunks: list[bytes]) -> Record:
+    rec = make_record()
+    rec.chunks = chunks
+    rec.offsets_ms = [40.0 + i * 0.123456789 for i in range(len(chunks))]
+    return rec
+
+
+@pytest.mark.parametrize("name", BODIES)
+async def test_chunks_come_back_byte_for_byte(db_url: str, name: str) -> None:
+    chunks, encoding = BODIES[name]
+    rec = _with_chunks(chunks)
+    engine = await open_store(db_url, create=True)
+    try:
+        store = Store(engine)
+        await store.insert([rec])
+        got = await store.get(rec.id)
+        assert got is not None
+        assert got.chunks == chunks and got.offsets_ms == rec.offsets_ms
+        async with store.sessions() as s:
+            stored = (
+                await s.execute(
+                    select(RecordingBodyRow.encoding, func.length(RecordingBodyRow.body), RecordingRow.body_bytes).join(
+                        RecordingRow, RecordingRow.id == RecordingBodyRow.id
+                    )
+                )
+            ).one()
+        body = b"".join(chunks)
+        assert stored.encoding == encoding and stored.body_bytes == len(body)
+        if encoding:
+            assert stored[1] < len(body) // 10
+        else:
+            assert stored[1] == len(body)
+    finally:
+        await engine.dispose()
+
+
+def _sqlite_pragmas(db: Path) -> tuple[int, str]:
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        return conn.execute("PRAGMA page_size").fetchone()[0], conn.execute("PRAGMA journal_mode").fetchone()[0]
+
+
+async def test_a_new_sqlite_database_has_16k_pages(tmp_path: Path) -> None:
+    db = tmp_path / "new.db"
+    out = await cli("db", "upgrade", "--db", f"sqlite+aiosqlite:///{db}")
+    assert out.returncode == 0, out.stderr
+    assert _sqlite_pragmas(db) == (16384, "wal")
+
+
+async def test_an_existing_sqlite_database_keeps_its_pages_and_works(tmp_path: Path) -> None:
+    db = tmp_path / "old.db"
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        conn.execute("PRAGMA page_size=4096")
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("CREATE TABLE earlier (x)")
+    rec = _with_chunks(_chat_events(200))
+    engine = await open_store(f"sqlite+aiosqlite:///{db}", create=True)
+    try:
+        store = Store(engine)
+        await store.insert([rec])
+        got = await store.get(rec.id)
+        assert got is not None and got.chunks == rec.chunks
+    finally:
+        await engine.dispose()
+    assert _sqlite_pragmas(db) == (4096, "wal")

@@ -4,8 +4,9 @@ Folding a stream's JSON into its reply costs more CPU than relaying the stream (
 200 chat chunks against ~0.7 ms for a bare relay's whole request). Run on the event loop's
 thread it delays every stream's next chunk; run in a thread it still holds the GIL. So the
 recorder hands batches to worker processes (``python -m proxy.assembly_worker``, which imports
-the fold and nothing else): each recording crosses a pipe as one packed body plus its chunk ends
-(a memcpy to pickle, not 200 objects), and comes back as its reply and notes.
+the fold and nothing else): each recording crosses a pipe as one joined body plus its chunk ends
+and offsets (a memcpy to pickle, not 200 objects), and comes back as its reply and notes, with
+what its rows need that costs CPU too (the compressed body, the search text: ``proxy.prepare``).
 
 A worker that dies, hangs or answers nonsense is killed and replaced for the next batch, and that
 batch is assembled in this process instead: no recording is lost, or left unassembled, because a
@@ -22,20 +23,20 @@ import struct
 import sys
 from array import array
 from collections.abc import Sequence
-from itertools import accumulate
 from typing import Any
 
 from proxy.assemble import assemble
+from proxy.prepare import Prepared, chunk_ends, pack_joined, search_text, split_joined
 from proxy.record import Record
 
 __all__ = ["AssemblyPool", "Packed", "Assembled", "assemble_packed", "read_frame", "write_frame"]
 
 log = logging.getLogger("streamproxy.assembly")
 
-# What one recording sends: path, content type, the joined body, packed chunk ends.
-Packed = tuple[str, str | None, bytes, bytes]
-# What comes back: the reply and the notes.
-Assembled = tuple[dict[str, Any] | None, list[str]]
+# What one recording sends: path, content type, request body, the joined body, chunk ends, offsets.
+Packed = tuple[str, str | None, bytes, bytes, "array[int]", "array[float]"]
+# What comes back: the reply, the notes, and the rows' costly values.
+Assembled = tuple[dict[str, Any] | None, list[str], Prepared]
 
 _LENGTH = struct.Struct("<Q")
 # A batch of 200 takes ~0.2 s; a worker this late is stuck (a bug in a fold), not busy.
@@ -56,30 +57,23 @@ def read_frame(read: Any) -> bytes | None:
 
 
 def _pack(rec: Record) -> Packed:
-    ends = array("Q", accumulate(map(len, rec.chunks)))
-    return rec.path, rec.content_type, b"".join(rec.chunks), ends.tobytes()
-
-
-def _split(body: bytes, ends_raw: bytes) -> list[bytes]:
-    ends = array("Q")
-    ends.frombytes(ends_raw)
-    chunks: list[bytes] = []
-    start = 0
-    for end in ends:
-        chunks.append(body[start:end])
-        start = end
-    return chunks
+    return (
+        rec.path, rec.content_type, rec.request_body,
+        b"".join(rec.chunks), chunk_ends(rec.chunks), array("d", rec.offsets_ms),
+    )
 
 
 def assemble_packed(items: Sequence[Packed]) -> list[Assembled]:
-    """Each packed recording's reply and notes. Never raises for one recording."""
+    """Each packed recording's reply, notes and prepared row values. Never raises for one recording."""
     out: list[Assembled] = []
-    for path, content_type, body, ends in items:
+    for path, content_type, request_body, body, ends, offsets in items:
+        notes: list[str] = []
         try:
-            result = assemble(path, content_type, _split(body, ends))
-            out.append((result.reply, result.notes))
+            result = assemble(path, content_type, split_joined(body, ends))
+            reply, notes = result.reply, result.notes
         except Exception as exc:  # noqa: BLE001 - a bug in assembly must not cost the batch
-            out.append((None, [f"assembly failed: {exc!r}"]))
+            reply, notes = None, [f"assembly failed: {exc!r}"]
+        out.append((reply, notes, Prepared(pack_joined(body, ends, offsets), search_text(request_body, reply))))
     return out
 
 
@@ -176,9 +170,10 @@ class AssemblyPool:
             self._workers = [None] * self.size
             raise
         results = [r for answer in answers for r in answer]
-        for rec, (reply, notes) in zip(todo, results, strict=True):
+        for rec, (reply, notes, prepared) in zip(todo, results, strict=True):
             rec.reply = reply
             rec.notes.extend(notes)
+            rec.prepared = prepared
             rec.assembled = True
         return True
 

@@ -14,6 +14,8 @@ from typing import Any
 
 import orjson
 
+from proxy.prepare import Prepared
+
 __all__ = ["EXPORT_FORMAT", "Outcome", "Record", "from_json", "iso", "parse_iso", "to_json"]
 
 EXPORT_FORMAT = 1
@@ -60,6 +62,8 @@ class Record:
     reply: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
     assembled: bool = False
+    # The packed body and search text, when an assembly worker computed them ahead of the insert.
+    prepared: Prepared | None = field(default=None, repr=False, compare=False)
 
     @property
     def body(self) -> bytes:

@@ -2,103 +2,23 @@
 
 from __future__ import annotations
 
-import sys
-import zlib
-from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
-from itertools import accumulate
-from typing import Any, NamedTuple
+from typing import Any
 
-import orjson
 from sqlalchemy import Select, bindparam, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
 
-from proxy.assemble import reply_text, usage_tokens
+from proxy.assemble import usage_tokens
 from proxy.filters import Filters
+from proxy.prepare import PackedChunks, Prepared, pack_chunks, search_text, unpack_chunks
 from proxy.record import Outcome, Record
 from proxy.store.models import RecordingBodyRow, RecordingRow
 from proxy.store.search import newest_matching, search_clause
 
 __all__ = ["PackedChunks", "Store", "apply_filters", "pack_chunks", "unpack_chunks"]
-
-_BIG = sys.byteorder == "big"
-
-
-# How ``recording_bodies.body`` is stored (its ``encoding`` column).
-_RAW = ""
-_ZLIB = "zlib"
-# Deflate crawls through bytes it cannot shrink (some 50 MB/s at level 1: audio, images), and it
-# runs on the event loop that relays every stream: a body longer than this is compressed to the
-# end only if its first this-many bytes shrink by a tenth or more.
-_PROBE = 16 * 1024
-
-
-class PackedChunks(NamedTuple):
-    """A recording's chunks as ``recording_bodies`` stores them (the field names are its columns)."""
-
-    body: bytes
-    encoding: str
-    chunk_ends: bytes
-    chunk_offsets: bytes
-
-
-def _compress(body: bytes) -> bytes | None:
-    """``body`` compressed at zlib level 1 (a 200-event, 36 KB chat stream in ~35 µs, to under 1 KB),
-    or None when that would not make it smaller."""
-    z = zlib.compressobj(1)
-    view = memoryview(body)
-    out = z.compress(view[:_PROBE])
-    if len(body) > _PROBE:
-        out += z.flush(zlib.Z_SYNC_FLUSH)
-        if len(out) > _PROBE * 9 // 10:
-            return None
-        out += z.compress(view[_PROBE:])
-    out += z.flush()
-    return out if len(out) < len(body) else None
-
-
-def pack_chunks(chunks: Sequence[bytes], offsets_ms: Sequence[float]) -> PackedChunks:
-    """The chunks as one body (compressed when that makes it smaller) and packed chunk ends and offsets."""
-    ends = array("Q", accumulate(map(len, chunks)))
-    offs = array("d", offsets_ms)
-    if _BIG:
-        ends.byteswap()
-        offs.byteswap()
-    body = b"".join(chunks)
-    compressed = _compress(body)
-    if compressed is None:
-        return PackedChunks(body, _RAW, ends.tobytes(), offs.tobytes())
-    return PackedChunks(compressed, _ZLIB, ends.tobytes(), offs.tobytes())
-
-
-def _decode(body: bytes, encoding: str) -> bytes:
-    if encoding == _RAW:
-        return body
-    if encoding == _ZLIB:
-        return zlib.decompress(body)
-    raise ValueError(f"a recording body is stored as {encoding!r}, which this version of streamproxy cannot read")
-
-
-def unpack_chunks(body: bytes, encoding: str, ends_raw: bytes, offsets_raw: bytes) -> tuple[list[bytes], list[float]]:
-    """The chunks and their offsets back from what ``pack_chunks`` made of them."""
-    body = _decode(body, encoding)
-    ends = array("Q")
-    ends.frombytes(ends_raw)
-    offs = array("d")
-    offs.frombytes(offsets_raw)
-    if _BIG:
-        ends.byteswap()
-        offs.byteswap()
-    chunks: list[bytes] = []
-    start = 0
-    for end in ends:
-        chunks.append(body[start:end])
-        start = end
-    return chunks, list(offs)
-
 
 def apply_filters(stmt: Select[Any], f: Filters) -> Select[Any]:
     r = RecordingRow
@@ -123,43 +43,19 @@ def _utc(ts: datetime) -> datetime:
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
-def _search_text(rec: Record) -> str:
-    parts: list[str] = []
-    body = _request_json(rec.request_body)
-    if isinstance(body, dict):
-        for key in ("messages", "input", "prompt", "instructions"):
-            _collect_text(body.get(key), parts)
-    parts.append(reply_text(rec.reply))
-    return "\n".join(p for p in parts if p).lower()
-
-
-def _collect_text(value: Any, out: list[str]) -> None:
-    if isinstance(value, str):
-        out.append(value)
-    elif isinstance(value, list):
-        for item in value:
-            _collect_text(item, out)
-    elif isinstance(value, dict):
-        for k in ("content", "text", "input_text", "arguments"):
-            if k in value:
-                _collect_text(value[k], out)
-
-
-def _request_json(body: bytes) -> Any:
-    try:
-        return orjson.loads(body) if body else None
-    except orjson.JSONDecodeError:
-        return None
-
-
 def _text(value: str | None) -> str | None:
     """PostgreSQL text cannot hold NUL; a prompt or an error message may. JSON columns escape it themselves."""
     return value.replace("\x00", "\ufffd") if value and "\x00" in value else value
 
 
+def prepare(rec: Record) -> Prepared:
+    """What an assembly worker would have prepared for this recording's rows."""
+    return Prepared(pack_chunks(rec.chunks, rec.offsets_ms), search_text(rec.request_body, rec.reply))
+
+
 def _row_values(rec: Record) -> tuple[dict[str, Any], dict[str, Any]]:
     prompt, completion = usage_tokens(rec.reply)
-    packed = pack_chunks(rec.chunks, rec.offsets_ms)
+    packed, text = rec.prepared or prepare(rec)
     row = {
         "id": rec.id,
         "started_at": _utc(rec.started_at),
@@ -185,7 +81,7 @@ def _row_values(rec: Record) -> tuple[dict[str, Any], dict[str, Any]]:
         "completion_tokens": completion,
         "chunk_count": len(rec.chunks),
         "body_bytes": sum(map(len, rec.chunks)),
-        "search_text": _search_text(rec).replace("\x00", ""),
+        "search_text": text,
     }
     return row, {"id": rec.id, **packed._asdict()}
 

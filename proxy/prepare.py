@@ -1,0 +1,144 @@
+"""What a recording's rows need that costs CPU, computed once: the response body packed (and
+compressed) as ``recording_bodies`` stores it, and the text that search looks through.
+
+Pure functions over bytes, importing nothing heavier than the fold, so an assembly worker
+(``proxy.assembly_worker``) prepares them beside assembling, off the relay's process; the store
+prepares whatever arrives without them (no worker, the spool, an import).
+"""
+
+from __future__ import annotations
+
+import sys
+import zlib
+from array import array
+from collections.abc import Sequence
+from itertools import accumulate
+from typing import Any, NamedTuple
+
+import orjson
+
+from proxy.assemble import reply_text
+
+__all__ = ["PackedChunks", "Prepared", "pack_chunks", "pack_joined", "search_text", "unpack_chunks"]
+
+_BIG = sys.byteorder == "big"
+
+# How ``recording_bodies.body`` is stored (its ``encoding`` column).
+_RAW = ""
+_ZLIB = "zlib"
+# Deflate crawls through bytes it cannot shrink (some 50 MB/s at level 1: audio, images): a body
+# longer than this is compressed to the end only if its first this-many bytes shrink by a tenth or more.
+_PROBE = 16 * 1024
+
+
+class PackedChunks(NamedTuple):
+    """A recording's chunks as ``recording_bodies`` stores them (the field names are its columns)."""
+
+    body: bytes
+    encoding: str
+    chunk_ends: bytes
+    chunk_offsets: bytes
+
+
+class Prepared(NamedTuple):
+    """A recording's costly row values, computed ahead of the insert."""
+
+    packed: PackedChunks
+    search_text: str
+
+
+def _compress(body: bytes) -> bytes | None:
+    """``body`` compressed at zlib level 1 (a 200-event, 36 KB chat stream in ~35 µs, to under 1 KB),
+    or None when that would not make it smaller."""
+    z = zlib.compressobj(1)
+    view = memoryview(body)
+    out = z.compress(view[:_PROBE])
+    if len(body) > _PROBE:
+        out += z.flush(zlib.Z_SYNC_FLUSH)
+        if len(out) > _PROBE * 9 // 10:
+            return None
+        out += z.compress(view[_PROBE:])
+    out += z.flush()
+    return out if len(out) < len(body) else None
+
+
+def chunk_ends(chunks: Sequence[bytes]) -> array[int]:
+    """Where each chunk ends in the joined body."""
+    return array("Q", accumulate(map(len, chunks)))
+
+
+def pack_joined(body: bytes, ends: array[int], offsets: array[float]) -> PackedChunks:
+    """The joined body (compressed when that makes it smaller) with packed little-endian ends and offsets."""
+    if _BIG:
+        ends, offsets = array("Q", ends), array("d", offsets)
+        ends.byteswap()
+        offsets.byteswap()
+    compressed = _compress(body)
+    if compressed is None:
+        return PackedChunks(body, _RAW, ends.tobytes(), offsets.tobytes())
+    return PackedChunks(compressed, _ZLIB, ends.tobytes(), offsets.tobytes())
+
+
+def pack_chunks(chunks: Sequence[bytes], offsets_ms: Sequence[float]) -> PackedChunks:
+    """The chunks as one body (compressed when that makes it smaller) and packed chunk ends and offsets."""
+    return pack_joined(b"".join(chunks), chunk_ends(chunks), array("d", offsets_ms))
+
+
+def _decode(body: bytes, encoding: str) -> bytes:
+    if encoding == _RAW:
+        return body
+    if encoding == _ZLIB:
+        return zlib.decompress(body)
+    raise ValueError(f"a recording body is stored as {encoding!r}, which this version of streamproxy cannot read")
+
+
+def split_joined(body: bytes, ends: array[int]) -> list[bytes]:
+    """The chunks of a joined body, given where each ends."""
+    chunks: list[bytes] = []
+    start = 0
+    for end in ends:
+        chunks.append(body[start:end])
+        start = end
+    return chunks
+
+
+def unpack_chunks(body: bytes, encoding: str, ends_raw: bytes, offsets_raw: bytes) -> tuple[list[bytes], list[float]]:
+    """The chunks and their offsets back from what ``pack_chunks`` made of them."""
+    ends = array("Q")
+    ends.frombytes(ends_raw)
+    offs = array("d")
+    offs.frombytes(offsets_raw)
+    if _BIG:
+        ends.byteswap()
+        offs.byteswap()
+    return split_joined(_decode(body, encoding), ends), list(offs)
+
+
+def search_text(request_body: bytes, reply: dict[str, Any] | None) -> str:
+    """Lower-cased request messages and reply text, without NUL (PostgreSQL text cannot hold it)."""
+    parts: list[str] = []
+    body = _request_json(request_body)
+    if isinstance(body, dict):
+        for key in ("messages", "input", "prompt", "instructions"):
+            _collect_text(body.get(key), parts)
+    parts.append(reply_text(reply))
+    return "\n".join(p for p in parts if p).lower().replace("\x00", "")
+
+
+def _collect_text(value: Any, out: list[str]) -> None:
+    if isinstance(value, str):
+        out.append(value)
+    elif isinstance(value, list):
+        for item in value:
+            _collect_text(item, out)
+    elif isinstance(value, dict):
+        for k in ("content", "text", "input_text", "arguments"):
+            if k in value:
+                _collect_text(value[k], out)
+
+
+def _request_json(body: bytes) -> Any:
+    try:
+        return orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        return None

@@ -17,6 +17,7 @@ from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from proxy.store import Store
 from proxy.store.engine import (
     MIGRATIONS_DIR,
     _alembic_config,
@@ -26,7 +27,6 @@ from proxy.store.engine import (
     head_revision,
     migrate,
 )
-from proxy.store import Store
 from proxy.store.models import Base
 from tests.fakes import FakeUpstream
 from tests.processes import ServeProcess

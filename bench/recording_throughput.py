@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import secrets
 import statistics
 import tempfile
@@ -41,6 +42,7 @@ from procs import cpu_seconds
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from proxy.assembly_pool import AssemblyPool
 from proxy.ids import new_id
 from proxy.record import Record
 from proxy.recorder import Recorder
@@ -153,12 +155,17 @@ async def _watch_loop(worst: list[float]) -> None:
         worst[0] = max(worst[0], time.monotonic() - t - 0.001)
 
 
-async def run_load(db_url: str, backend: str, *, chunks: int, count: int, rate: float | None, batch: int) -> Row:
+async def run_load(
+    db_url: str, backend: str, *, chunks: int, count: int, rate: float | None, batch: int, workers: int
+) -> Row:
     """Submit ``count`` recordings (all at once, or ``rate`` a second) and wait until all are committed."""
     engine = await open_store(db_url, create=True)
     store = TimedStore(engine)
+    pool = AssemblyPool(workers) if workers else None
+    if pool is not None:
+        await pool.start()
     with tempfile.TemporaryDirectory() as spool_dir:
-        recorder = Recorder(store, Spool(Path(spool_dir)), buffer_bytes=2 * 1024**3, batch_size=batch)
+        recorder = Recorder(store, Spool(Path(spool_dir)), buffer_bytes=2 * 1024**3, batch_size=batch, pool=pool)
         await recorder.start()
         submitted: dict[str, float] = {}
         worst = [0.0]
@@ -167,13 +174,13 @@ async def run_load(db_url: str, backend: str, *, chunks: int, count: int, rate: 
         try:
             if rate is None:
                 records = [make_record(chunks) for _ in range(count)]
-                cpu = time.process_time()
+                cpu = cpu_seconds(os.getpid())
                 start = time.monotonic()
                 for r in records:
                     submitted[r.id] = time.monotonic()
                     recorder.submit(r)
             else:
-                cpu = time.process_time()
+                cpu = cpu_seconds(os.getpid())
                 start = time.monotonic()
                 for i in range(count):
                     # Pace against the clock, not by sleeping a fixed step: building records takes time too.
@@ -183,11 +190,13 @@ async def run_load(db_url: str, backend: str, *, chunks: int, count: int, rate: 
                     recorder.submit(r)
             await recorder.drain()
             elapsed = time.monotonic() - start
-            cpu = time.process_time() - cpu
+            cpu = cpu_seconds(os.getpid()) - cpu
             server_after = await _server_cpu(engine)
         finally:
             watcher.cancel()
             await recorder.close()
+            if pool is not None:
+                await pool.close()
             await engine.dispose()
     lags = [store.committed[i] - t for i, t in submitted.items() if i in store.committed]
     load = "max" if rate is None else f"paced {rate:g}/s"
@@ -216,14 +225,14 @@ async def bench_backend(backend: str, args: argparse.Namespace) -> list[Row]:
         with tempfile.TemporaryDirectory() as tmp:
             if backend == "sqlite":
                 url = f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}"
-                rows.append(await run_load(url, backend, chunks=args.chunks, count=count, rate=rate, batch=args.batch))
+                rows.append(await run_load(url, backend, chunks=args.chunks, count=count, rate=rate, batch=args.batch, workers=args.workers))
             else:
                 name = f"streamproxy_bench_{secrets.token_hex(6)}"
                 await _pg_admin(args.pg, f'CREATE DATABASE "{name}"')
                 try:
                     url = "postgresql+asyncpg://" + args.pg.split("://", 1)[1].rsplit("/", 1)[0] + "/" + name
                     rows.append(
-                        await run_load(url, backend, chunks=args.chunks, count=count, rate=rate, batch=args.batch)
+                        await run_load(url, backend, chunks=args.chunks, count=count, rate=rate, batch=args.batch, workers=args.workers)
                     )
                 finally:
                     await _pg_admin(args.pg, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -251,6 +260,7 @@ def main() -> None:
     p.add_argument("--chunks", type=int, default=200, help="SSE events per recording")
     p.add_argument("--rates", default="50,200", help="paced loads, recordings a second (comma separated)")
     p.add_argument("--seconds", type=float, default=10.0, help="length of each paced run")
+    p.add_argument("--workers", type=int, default=1, help="assembly worker processes (serve's default is 1; 0 = in-process)")
     p.add_argument("--batch", type=int, default=200, help="recorder batch size (the serve default is 200)")
     args = p.parse_args()
     args.rates = [float(x) for x in args.rates.split(",") if x.strip()]

@@ -4,9 +4,9 @@ Folding a stream's JSON into its reply costs more CPU than relaying the stream (
 200 chat chunks against ~0.7 ms for a bare relay's whole request). Run on the event loop's
 thread it delays every stream's next chunk; run in a thread it still holds the GIL. So the
 recorder hands batches to worker processes (``python -m proxy.assembly_worker``, which imports
-the fold and nothing else): each recording crosses a pipe as one joined body plus its chunk ends
-and offsets (a memcpy to pickle, not 200 objects), and comes back as its reply and notes, with
-what its rows need that costs CPU too (the compressed body, the search text: ``proxy.prepare``).
+the fold and nothing else): each recording crosses a pipe packed as the database stores it (one
+compressed body and two packed arrays, not 200 objects), and comes back as its reply, notes and
+search text. A worker answers in ~1 ms per 200-chunk stream; this process spends ~0.1 ms on it.
 
 A worker that dies, hangs or answers nonsense is killed and replaced for the next batch, and that
 batch is assembled in this process instead: no recording is lost, or left unassembled, because a
@@ -21,22 +21,22 @@ import logging
 import pickle
 import struct
 import sys
-from array import array
 from collections.abc import Sequence
 from typing import Any
 
 from proxy.assemble import assemble
-from proxy.prepare import Prepared, chunk_ends, pack_joined, search_text, split_joined
+from proxy.prepare import PackedChunks, Prepared, pack_chunks, search_text, unpack_chunks
 from proxy.record import Record
 
 __all__ = ["AssemblyPool", "Packed", "Assembled", "assemble_packed", "read_frame", "write_frame"]
 
 log = logging.getLogger("streamproxy.assembly")
 
-# What one recording sends: path, content type, request body, the joined body, chunk ends, offsets.
-Packed = tuple[str, str | None, bytes, bytes, "array[int]", "array[float]"]
-# What comes back: the reply, the notes, and the rows' costly values.
-Assembled = tuple[dict[str, Any] | None, list[str], Prepared]
+# What one recording sends: path, content type, request body, and its chunks packed as stored
+# (compressed: a 50 KB stream crosses the pipe as ~1 KB, and the worker need not compress it again).
+Packed = tuple[str, str | None, bytes, PackedChunks]
+# What comes back: the reply, the notes, the search text.
+Assembled = tuple[dict[str, Any] | None, list[str], str]
 
 _LENGTH = struct.Struct("<Q")
 # A batch of 200 takes ~0.2 s; a worker this late is stuck (a bug in a fold), not busy.
@@ -57,23 +57,20 @@ def read_frame(read: Any) -> bytes | None:
 
 
 def _pack(rec: Record) -> Packed:
-    return (
-        rec.path, rec.content_type, rec.request_body,
-        b"".join(rec.chunks), chunk_ends(rec.chunks), array("d", rec.offsets_ms),
-    )
+    return rec.path, rec.content_type, rec.request_body, pack_chunks(rec.chunks, rec.offsets_ms)
 
 
 def assemble_packed(items: Sequence[Packed]) -> list[Assembled]:
-    """Each packed recording's reply, notes and prepared row values. Never raises for one recording."""
+    """Each packed recording's reply, notes and search text. Never raises for one recording."""
     out: list[Assembled] = []
-    for path, content_type, request_body, body, ends, offsets in items:
-        notes: list[str] = []
+    for path, content_type, request_body, packed in items:
         try:
-            result = assemble(path, content_type, split_joined(body, ends))
+            chunks, _ = unpack_chunks(*packed)
+            result = assemble(path, content_type, chunks)
             reply, notes = result.reply, result.notes
         except Exception as exc:  # noqa: BLE001 - a bug in assembly must not cost the batch
             reply, notes = None, [f"assembly failed: {exc!r}"]
-        out.append((reply, notes, Prepared(pack_joined(body, ends, offsets), search_text(request_body, reply))))
+        out.append((reply, notes, search_text(request_body, reply)))
     return out
 
 
@@ -170,10 +167,10 @@ class AssemblyPool:
             self._workers = [None] * self.size
             raise
         results = [r for answer in answers for r in answer]
-        for rec, (reply, notes, prepared) in zip(todo, results, strict=True):
+        for rec, (_, _, _, chunks), (reply, notes, text) in zip(todo, packed, results, strict=True):
             rec.reply = reply
             rec.notes.extend(notes)
-            rec.prepared = prepared
+            rec.prepared = Prepared(chunks, text)
             rec.assembled = True
         return True
 

@@ -19,7 +19,7 @@ import orjson
 
 from proxy.assemble import reply_text
 
-__all__ = ["PackedChunks", "Prepared", "pack_chunks", "pack_joined", "search_text", "unpack_chunks"]
+__all__ = ["PackedChunks", "Prepared", "pack_chunks", "search_text", "unpack_chunks"]
 
 _BIG = sys.byteorder == "big"
 
@@ -62,26 +62,18 @@ def _compress(body: bytes) -> bytes | None:
     return out if len(out) < len(body) else None
 
 
-def chunk_ends(chunks: Sequence[bytes]) -> array[int]:
-    """Where each chunk ends in the joined body."""
-    return array("Q", accumulate(map(len, chunks)))
-
-
-def pack_joined(body: bytes, ends: array[int], offsets: array[float]) -> PackedChunks:
-    """The joined body (compressed when that makes it smaller) with packed little-endian ends and offsets."""
-    if _BIG:
-        ends, offsets = array("Q", ends), array("d", offsets)
-        ends.byteswap()
-        offsets.byteswap()
-    compressed = _compress(body)
-    if compressed is None:
-        return PackedChunks(body, _RAW, ends.tobytes(), offsets.tobytes())
-    return PackedChunks(compressed, _ZLIB, ends.tobytes(), offsets.tobytes())
-
-
 def pack_chunks(chunks: Sequence[bytes], offsets_ms: Sequence[float]) -> PackedChunks:
     """The chunks as one body (compressed when that makes it smaller) and packed chunk ends and offsets."""
-    return pack_joined(b"".join(chunks), chunk_ends(chunks), array("d", offsets_ms))
+    ends = array("Q", accumulate(map(len, chunks)))
+    offs = array("d", offsets_ms)
+    if _BIG:
+        ends.byteswap()
+        offs.byteswap()
+    body = b"".join(chunks)
+    compressed = _compress(body)
+    if compressed is None:
+        return PackedChunks(body, _RAW, ends.tobytes(), offs.tobytes())
+    return PackedChunks(compressed, _ZLIB, ends.tobytes(), offs.tobytes())
 
 
 def _decode(body: bytes, encoding: str) -> bytes:
@@ -90,16 +82,6 @@ def _decode(body: bytes, encoding: str) -> bytes:
     if encoding == _ZLIB:
         return zlib.decompress(body)
     raise ValueError(f"a recording body is stored as {encoding!r}, which this version of streamproxy cannot read")
-
-
-def split_joined(body: bytes, ends: array[int]) -> list[bytes]:
-    """The chunks of a joined body, given where each ends."""
-    chunks: list[bytes] = []
-    start = 0
-    for end in ends:
-        chunks.append(body[start:end])
-        start = end
-    return chunks
 
 
 def unpack_chunks(body: bytes, encoding: str, ends_raw: bytes, offsets_raw: bytes) -> tuple[list[bytes], list[float]]:
@@ -111,7 +93,13 @@ def unpack_chunks(body: bytes, encoding: str, ends_raw: bytes, offsets_raw: byte
     if _BIG:
         ends.byteswap()
         offs.byteswap()
-    return split_joined(_decode(body, encoding), ends), list(offs)
+    body = _decode(body, encoding)
+    chunks: list[bytes] = []
+    start = 0
+    for end in ends:
+        chunks.append(body[start:end])
+        start = end
+    return chunks, list(offs)
 
 
 def search_text(request_body: bytes, reply: dict[str, Any] | None) -> str:

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from proxy.assemble import assemble
-from proxy.prepare import PackedChunks, Prepared, pack_chunks, search_text, unpack_chunks
+from proxy.prepare import PackedChunks, search_text, unpack_chunks
 from proxy.record import Record
 
 __all__ = ["AssemblyPool", "Packed", "Assembled", "assemble_packed", "read_frame", "write_frame"]
@@ -57,7 +57,9 @@ def read_frame(read: Any) -> bytes | None:
 
 
 def _pack(rec: Record) -> Packed:
-    return rec.path, rec.content_type, rec.request_body, pack_chunks(rec.chunks, rec.offsets_ms)
+    rec.seal()
+    assert rec.packed is not None
+    return rec.path, rec.content_type, rec.request_body, rec.packed
 
 
 def assemble_packed(items: Sequence[Packed]) -> list[Assembled]:
@@ -167,10 +169,10 @@ class AssemblyPool:
             self._workers = [None] * self.size
             raise
         results = [r for answer in answers for r in answer]
-        for rec, (_, _, _, chunks), (reply, notes, text) in zip(todo, packed, results, strict=True):
+        for rec, (reply, notes, text) in zip(todo, results, strict=True):
             rec.reply = reply
             rec.notes.extend(notes)
-            rec.prepared = Prepared(chunks, text)
+            rec.search_text = text
             rec.assembled = True
         return True
 

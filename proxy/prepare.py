@@ -1,9 +1,9 @@
-"""What a recording's rows need that costs CPU, computed once: the response body packed (and
-compressed) as ``recording_bodies`` stores it, and the text that search looks through.
+"""What a recording's rows need that costs CPU: the response body packed (and compressed) as
+``recording_bodies`` stores it, and the text that search looks through.
 
-Pure functions over bytes, importing nothing heavier than the fold, so an assembly worker
-(``proxy.assembly_worker``) prepares them beside assembling, off the relay's process; the store
-prepares whatever arrives without them (no worker, the spool, an import).
+Pure functions over bytes, importing nothing heavier than the fold: a recording is packed when it
+is handed to the recorder (``Record.seal``), and an assembly worker (``proxy.assembly_worker``)
+computes the search text beside the reply; the store computes whatever arrives without them.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import orjson
 
 from proxy.assemble import reply_text
 
-__all__ = ["PackedChunks", "Prepared", "pack_chunks", "search_text", "unpack_chunks"]
+__all__ = ["PackedChunks", "body_size", "chunk_count", "pack_chunks", "search_text", "unpack_chunks"]
 
 _BIG = sys.byteorder == "big"
 
@@ -38,13 +38,6 @@ class PackedChunks(NamedTuple):
     encoding: str
     chunk_ends: bytes
     chunk_offsets: bytes
-
-
-class Prepared(NamedTuple):
-    """A recording's costly row values, computed ahead of the insert."""
-
-    packed: PackedChunks
-    search_text: str
 
 
 def _compress(body: bytes) -> bytes | None:
@@ -74,6 +67,15 @@ def pack_chunks(chunks: Sequence[bytes], offsets_ms: Sequence[float]) -> PackedC
     if compressed is None:
         return PackedChunks(body, _RAW, ends.tobytes(), offs.tobytes())
     return PackedChunks(compressed, _ZLIB, ends.tobytes(), offs.tobytes())
+
+
+def chunk_count(packed: PackedChunks) -> int:
+    return len(packed.chunk_ends) // 8
+
+
+def body_size(packed: PackedChunks) -> int:
+    """The body's length before compression: where its last chunk ends."""
+    return int.from_bytes(packed.chunk_ends[-8:], "little") if packed.chunk_ends else 0
 
 
 def _decode(body: bytes, encoding: str) -> bytes:

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from proxy.prepare import Prepared
+from proxy.prepare import PackedChunks, pack_chunks, unpack_chunks
 
 __all__ = ["EXPORT_FORMAT", "Outcome", "Record", "from_json", "iso", "parse_iso", "to_json"]
 
@@ -62,12 +62,29 @@ class Record:
     reply: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
     assembled: bool = False
-    # The packed body and search text, when an assembly worker computed them ahead of the insert.
-    prepared: Prepared | None = field(default=None, repr=False, compare=False)
+    # Sealed (handed to the recorder): the chunks and offsets, packed and compressed as the database
+    # stores them, while ``chunks`` and ``offsets_ms`` are emptied: a recording waiting to be written
+    # takes a few KB instead of its whole body in 200 separate objects.
+    packed: PackedChunks | None = field(default=None, repr=False, compare=False)
+    # The search text, when an assembly worker computed it ahead of the insert.
+    search_text: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def body(self) -> bytes:
-        return b"".join(self.chunks)
+        return b"".join(self.chunk_list()[0])
+
+    def seal(self) -> None:
+        """Pack the chunks and offsets into ``packed`` and let go of them."""
+        if self.packed is None:
+            self.packed = pack_chunks(self.chunks, self.offsets_ms)
+            self.chunks = []
+            self.offsets_ms = []
+
+    def chunk_list(self) -> tuple[list[bytes], list[float]]:
+        """The chunks and their offsets, unpacked if the recording is sealed."""
+        if self.packed is not None:
+            return unpack_chunks(*self.packed)
+        return self.chunks, self.offsets_ms
 
     @property
     def content_type(self) -> str | None:
@@ -148,7 +165,8 @@ def to_json(rec: Record, *, chunks: bool = False, export: bool = False) -> dict[
         }
     )
     if chunks or export:
-        out["chunks"] = [_chunk_json(i, o, d) for i, (o, d) in enumerate(zip(rec.offsets_ms, rec.chunks, strict=True))]
+        data, offsets = rec.chunk_list()
+        out["chunks"] = [_chunk_json(i, o, d) for i, (o, d) in enumerate(zip(offsets, data, strict=True))]
     return out
 
 

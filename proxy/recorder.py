@@ -72,14 +72,17 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _size(rec: Record) -> int:
-    return sum(len(c) for c in rec.chunks) + len(rec.request_body) + 512
+    packed = rec.packed
+    if packed is None:
+        return sum(len(c) for c in rec.chunks) + len(rec.request_body) + 512
+    return len(packed.body) + len(packed.chunk_ends) * 2 + len(rec.request_body) + 512
 
 
 def ensure_assembled(rec: Record) -> None:
     if rec.assembled:
         return
     try:
-        result = assemble(rec.path, rec.content_type, rec.chunks)
+        result = assemble(rec.path, rec.content_type, rec.chunk_list()[0])
         rec.reply = result.reply
         rec.notes.extend(result.notes)
     except Exception as exc:  # noqa: BLE001 - a bug in assembly must not cost the recording
@@ -146,6 +149,7 @@ class Recorder:
     def submit(self, rec: Record) -> None:
         """Hand over a finished recording. Never blocks, never raises."""
         self.stats.submitted += 1
+        rec.seal()
         size = _size(rec)
         if self._pending_bytes + size > self.buffer_bytes:
             if self._overflow_bytes + size > self.buffer_bytes // _OVERFLOW_SHARE:

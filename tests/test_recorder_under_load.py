@@ -62,8 +62,10 @@ async def test_over_the_buffer_submit_leaves_the_disk_to_the_background_and_lose
     engine = await open_store(db_url, create=True)
     store = Store(engine)
     spool_dir = tmp_path / "spool"
-    # Room for twelve in memory, and a quarter as many more waiting to be spilled.
-    recorder = Recorder(store, Spool(spool_dir), buffer_bytes=12 * _size(record()))
+    # Room for twelve in memory (as the recorder keeps them: sealed), and a quarter as many more waiting to be spilled.
+    sealed = record()
+    sealed.seal()
+    recorder = Recorder(store, Spool(spool_dir), buffer_bytes=12 * _size(sealed))
     await recorder.start()
     try:
         ids = []

@@ -6,17 +6,20 @@ from __future__ import annotations
 import contextlib
 import random
 import sqlite3
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
 import pytest
 from sqlalchemy import func, select
 
-from proxy.record import Record
+from proxy.ids import new_id
+from proxy.record import Record, to_json
 from proxy.store import Store, open_store
 from proxy.store.models import RecordingBodyRow, RecordingRow
 from tests.recorded import cli
 from tests.recordings import make_record
+from tests.shapes import SHAPES
 
 
 def _chat_events(n: int) -> list[bytes]:
@@ -112,3 +115,19 @@ async def test_an_existing_sqlite_database_keeps_its_pages_and_works(tmp_path: P
     finally:
         await engine.dispose()
     assert _sqlite_pragmas(db) == (4096, "wal")
+
+
+@pytest.mark.parametrize("events", [SHAPES["chat_tools"].events, [b"\x00\xff" * 3000, b"", b"tail"], []], ids=["chat", "binary", "empty"])
+def test_a_sealed_recording_reads_and_exports_as_before(events: list[bytes]) -> None:
+    """The recorder seals what it is handed (packs and compresses it): nothing a reader sees changes."""
+    rec = Record(
+        id=new_id(), started_at=datetime.now(UTC), method="POST", path="/v1/chat/completions",
+        response_headers={"content-type": "text/event-stream"}, chunks=list(events),
+        offsets_ms=[float(i) * 1.5 for i in range(len(events))],
+    )
+    before = to_json(rec, export=True)
+    rec.seal()
+    assert rec.chunks == [] and rec.packed is not None, "the chunks are let go"
+    assert rec.chunk_list() == (list(events), [float(i) * 1.5 for i in range(len(events))])
+    assert rec.body == b"".join(events)
+    assert to_json(rec, export=True) == before

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionma
 
 from proxy.assemble import usage_tokens
 from proxy.filters import Filters
-from proxy.prepare import PackedChunks, Prepared, pack_chunks, search_text, unpack_chunks
+from proxy.prepare import PackedChunks, body_size, chunk_count, pack_chunks, search_text, unpack_chunks
 from proxy.record import Outcome, Record
 from proxy.store.models import RecordingBodyRow, RecordingRow
 from proxy.store.search import newest_matching, search_clause
@@ -48,14 +48,10 @@ def _text(value: str | None) -> str | None:
     return value.replace("\x00", "\ufffd") if value and "\x00" in value else value
 
 
-def prepare(rec: Record) -> Prepared:
-    """What an assembly worker would have prepared for this recording's rows."""
-    return Prepared(pack_chunks(rec.chunks, rec.offsets_ms), search_text(rec.request_body, rec.reply))
-
-
 def _row_values(rec: Record) -> tuple[dict[str, Any], dict[str, Any]]:
     prompt, completion = usage_tokens(rec.reply)
-    packed, text = rec.prepared or prepare(rec)
+    packed = rec.packed or pack_chunks(rec.chunks, rec.offsets_ms)
+    text = rec.search_text if rec.search_text is not None else search_text(rec.request_body, rec.reply)
     row = {
         "id": rec.id,
         "started_at": _utc(rec.started_at),
@@ -79,8 +75,8 @@ def _row_values(rec: Record) -> tuple[dict[str, Any], dict[str, Any]]:
         "notes": rec.notes or None,
         "prompt_tokens": prompt,
         "completion_tokens": completion,
-        "chunk_count": len(rec.chunks),
-        "body_bytes": sum(map(len, rec.chunks)),
+        "chunk_count": chunk_count(packed),
+        "body_bytes": body_size(packed),
         "search_text": text,
     }
     return row, {"id": rec.id, **packed._asdict()}

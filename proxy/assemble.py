@@ -304,6 +304,10 @@ _CHUNK_ONLY = frozenset({"choices", "usage", "object", "obfuscation"})
 # usual chunk; ``_ChoicesFold._fold`` takes it in one step.
 _PLAIN_CHOICE = frozenset({"index", "delta", "logprobs", "finish_reason"})
 
+# OpenAI's usual chunk after the head: its one choice, around one more piece of content.
+_CONTENT_OPEN = b'"choices":[{"index":0,"delta":{"content":'
+_CONTENT_CLOSE = b'},"logprobs":null,"finish_reason":null}]'
+
 _TOP_ORDER = ("id", "object", "created", "model", "choices", "usage", "service_tier", "system_fingerprint")
 _MESSAGE_ORDER = ("role", "content", "refusal", "tool_calls", "function_call", "annotations")
 
@@ -326,7 +330,9 @@ class _ChoicesFold:
     increments: strings and lists are concatenated, except identity keys.
     """
 
-    __slots__ = ("kind", "top", "choices", "usage", "seen", "head", "head_members", "last_head")
+    __slots__ = (
+        "kind", "top", "choices", "usage", "seen", "head", "head_members", "head_keys", "head_content", "last_head"
+    )
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
@@ -337,6 +343,8 @@ class _ChoicesFold:
         # See add_usual.
         self.head = b""
         self.head_members: dict[str, Any] = {}
+        self.head_keys: frozenset[str] = frozenset()
+        self.head_content = b""
         self.last_head = b""
 
     def add(self, obj: dict[str, Any], name: str | None) -> str | None:
@@ -367,6 +375,11 @@ class _ChoicesFold:
         obj: dict[str, Any] | None = None
         if head:
             self.head = b""
+            if raw.startswith(self.head_content):
+                problem = self._add_content_chunk(raw)
+                if problem is not False:
+                    self.head = head
+                    return problem
             if raw.startswith(head):
                 obj = _usual_object(b"{" + raw[len(head) : -2])
                 if obj and obj.keys().isdisjoint(self.head_members):
@@ -381,12 +394,54 @@ class _ChoicesFold:
                 if members and obj and obj.keys().isdisjoint(members):
                     self.head = candidate
                     self.head_members = members
+                    self.head_keys = frozenset(members).union(("choices",))
+                    self.head_content = candidate + _CONTENT_OPEN
                     return self._fold(members | obj, True)
             self.last_head = candidate
         obj = _usual_object(raw[6:-2])
         if obj is None:
             return False
         return self._fold(obj, True)
+
+    def _add_content_chunk(self, raw: bytes) -> str | None | Literal[False]:
+        """:meth:`add_usual` for a chunk that begins with the head and then OpenAI's usual
+        choice, one more piece of content (``_CONTENT_OPEN``, a JSON string,
+        ``_CONTENT_CLOSE``): only the string and the members after the choice are read.
+
+        Why that holds: when orjson reads what lies between the open and the first close
+        as one string, the chunk holds that string there and reads on with the close;
+        the members after the close are read as the rest after the head is. The choice
+        then has its four keys once each, and is folded as it would be read whole.
+        """
+        start = len(self.head_content)
+        end = raw.find(_CONTENT_CLOSE, start)
+        if end < 0:
+            return False
+        try:
+            content = orjson.loads(raw[start:end])
+        except orjson.JSONDecodeError:
+            return False
+        if type(content) is not str:
+            return False
+        tail = raw[end + len(_CONTENT_CLOSE) : -2]
+        after: dict[str, Any] | None = None
+        if tail != b"}":
+            if tail[:1] != b",":
+                return False
+            after = _usual_object(b"{" + tail[1:])
+            if not after or not after.keys().isdisjoint(self.head_keys):
+                return False
+        state = self.choices.get(0)
+        if (
+            state is not None
+            and type(state.fields["index"]) is int
+            and type(parts := state.message.get("content")) is _Parts
+        ):
+            parts.append(content)
+            self.seen = True
+            return self._fold(after, True) if after else None
+        choice = {"index": 0, "delta": {"content": content}, "logprobs": None, "finish_reason": None}
+        return self._fold({"choices": [choice], **after} if after else {"choices": [choice]}, True)
 
     def _fold(self, obj: dict[str, Any], usual: bool) -> str | None:
         self.seen = True

@@ -3,7 +3,9 @@
 * ``bench``: the stream ``fake_upstream.py`` serves (200 chunks with a ``ts`` field, then
   ``[DONE]``), split into events by ``EventSplitter`` as the relay does;
 * ``openai``: 200 chunks shaped like OpenAI's own (``service_tier``, ``system_fingerprint``,
-  ``obfuscation``), then a usage chunk and ``[DONE]``.
+  ``obfuscation``), then a usage chunk and ``[DONE]``;
+* ``varying``: the same with ``created`` different in every chunk, so that no two chunks
+  begin alike (the worst case for the assembler's shortcuts).
 
 ``--against REV`` also times ``proxy/assemble.py`` as it was at git revision REV, in the same
 process, the two taking turns, and prints the ratio; both must give the same result.
@@ -47,12 +49,12 @@ def bench_stream() -> list[bytes]:
     return split(b"".join(head + ts + tail for head, tail in events(200)) + DONE)
 
 
-def openai_stream(n: int = 200) -> list[bytes]:
+def openai_stream(n: int = 200, varying: bool = False) -> list[bytes]:
     def chunk(choices: list[dict[str, Any]], i: int, **extra: Any) -> bytes:
         obj = {
             "id": "chatcmpl-CXwq9ZbKq3y1kL0sQf7uV2nTjHgA8",
             "object": "chat.completion.chunk",
-            "created": 1764136800,
+            "created": 1764136800 + i * varying,
             "model": "gpt-4o-mini-2024-07-18",
             "service_tier": "default",
             "system_fingerprint": "fp_560af6e559",
@@ -107,7 +109,8 @@ def main() -> None:
     contenders: dict[str, Assemble] = {"now": assemble}
     if args.against:
         contenders = {args.against: load_at(args.against), "now": assemble}
-    for name, chunks in [("bench", bench_stream()), ("openai", openai_stream())]:
+    streams = [("bench", bench_stream()), ("openai", openai_stream()), ("varying", openai_stream(varying=True))]
+    for name, chunks in streams:
         results = {label: fn(PATH, SSE, chunks) for label, fn in contenders.items()}
         if len({repr(r) for r in results.values()}) != 1:
             sys.exit(f"{name}: the contenders disagree: {results}")

@@ -374,12 +374,11 @@ class _ChoicesFold:
         head = self.head
         obj: dict[str, Any] | None = None
         if head:
-            self.head = b""
             if raw.startswith(self.head_content):
                 problem = self._add_content_chunk(raw)
                 if problem is not False:
-                    self.head = head
                     return problem
+            self.head = b""
             if raw.startswith(head):
                 obj = _usual_object(b"{" + raw[len(head) : -2])
                 if obj and obj.keys().isdisjoint(self.head_members):
@@ -424,24 +423,40 @@ class _ChoicesFold:
         if type(content) is not str:
             return False
         tail = raw[end + len(_CONTENT_CLOSE) : -2]
-        after: dict[str, Any] | None = None
+        after: dict[str, Any] = {}
         if tail != b"}":
             if tail[:1] != b",":
                 return False
-            after = _usual_object(b"{" + tail[1:])
-            if not after or not after.keys().isdisjoint(self.head_keys):
+            try:
+                after = orjson.loads(b"{" + tail[1:])
+            except orjson.JSONDecodeError:
+                return False
+            if (
+                type(after) is not dict
+                or not after
+                or not after.keys().isdisjoint(self.head_keys)
+                or "error" in after
+                or after.get("type") == "error"
+            ):
                 return False
         state = self.choices.get(0)
         if (
-            state is not None
-            and type(state.fields["index"]) is int
-            and type(parts := state.message.get("content")) is _Parts
+            state is None
+            or type(state.fields["index"]) is not int
+            or type(parts := state.message.get("content")) is not _Parts
         ):
-            parts.append(content)
-            self.seen = True
-            return self._fold(after, True) if after else None
-        choice = {"index": 0, "delta": {"content": content}, "logprobs": None, "finish_reason": None}
-        return self._fold({"choices": [choice], **after} if after else {"choices": [choice]}, True)
+            choice = {"index": 0, "delta": {"content": content}, "logprobs": None, "finish_reason": None}
+            return self._fold({"choices": [choice], **after}, True)
+        parts.append(content)
+        # What _fold does with the members after the choice, which are not "choices".
+        top = self.top
+        for key, value in after.items():
+            if key in _CHUNK_ONLY:
+                if key == "usage" and value is not None:
+                    self.usage = value
+            elif value is not None or key not in top:
+                top[key] = value
+        return None
 
     def _fold(self, obj: dict[str, Any], usual: bool) -> str | None:
         self.seen = True

@@ -358,6 +358,67 @@ class _ChoicesFold:
         a JSON object; what is wrong with it, if anything; False when it is not JSON, not
         an object, or an error, all of which the general path reads and notes.
 
+        The usual chunk of all, the head and then OpenAI's usual choice, one more piece of
+        content (``_CONTENT_OPEN``, a JSON string, ``_CONTENT_CLOSE``), is taken here: only
+        the string and the members after the choice are read; any other goes on to
+        :meth:`_add_by_head`.
+
+        Why that holds: when orjson reads what lies between the open and the first close
+        as one string, the chunk holds that string there and reads on with the close;
+        the members after the close are read as the rest after the head is. The choice
+        then has its four keys once each, and is folded as it would be read whole.
+        """
+        if not self.head or not raw.startswith(self.head_content):
+            return self._add_by_head(raw)
+        start = len(self.head_content)
+        end = raw.find(_CONTENT_CLOSE, start)
+        if end < 0:
+            return self._add_by_head(raw)
+        try:
+            content = orjson.loads(raw[start:end])
+        except orjson.JSONDecodeError:
+            return self._add_by_head(raw)
+        if type(content) is not str:
+            return self._add_by_head(raw)
+        tail = raw[end + len(_CONTENT_CLOSE) : -2]
+        after: dict[str, Any] = {}
+        if tail != b"}":
+            if tail[:1] != b",":
+                return self._add_by_head(raw)
+            try:
+                after = orjson.loads(b"{" + tail[1:])
+            except orjson.JSONDecodeError:
+                return self._add_by_head(raw)
+            if (
+                type(after) is not dict
+                or not after
+                or not after.keys().isdisjoint(self.head_keys)
+                or "error" in after
+                or after.get("type") == "error"
+            ):
+                return self._add_by_head(raw)
+        state = self.choices.get(0)
+        if (
+            state is None
+            or type(state.fields["index"]) is not int
+            or type(parts := state.message.get("content")) is not _Parts
+        ):
+            choice = {"index": 0, "delta": {"content": content}, "logprobs": None, "finish_reason": None}
+            return self._fold({"choices": [choice], **after}, True)
+        parts.append(content)
+        # What _fold does with the members after the choice, which are not "choices".
+        top = self.top
+        for key, value in after.items():
+            if key in _CHUNK_ONLY:
+                if key == "usage" and value is not None:
+                    self.usage = value
+            elif value is not None or key not in top:
+                top[key] = value
+        return None
+
+    def _add_by_head(self, raw: bytes) -> str | None | Literal[False]:
+        """:meth:`add_usual` for any usual event but the usual content chunk.
+
         Chat chunks repeat their top-level members before ``"choices"`` (id, model,
         created …) byte for byte. Once two chunks in a row share that head, it is folded
         once, and of every later chunk that begins with it only the members after it are
@@ -374,10 +435,6 @@ class _ChoicesFold:
         head = self.head
         obj: dict[str, Any] | None = None
         if head:
-            if raw.startswith(self.head_content):
-                problem = self._add_content_chunk(raw)
-                if problem is not False:
-                    return problem
             self.head = b""
             if raw.startswith(head):
                 obj = _usual_object(b"{" + raw[len(head) : -2])
@@ -401,62 +458,6 @@ class _ChoicesFold:
         if obj is None:
             return False
         return self._fold(obj, True)
-
-    def _add_content_chunk(self, raw: bytes) -> str | None | Literal[False]:
-        """:meth:`add_usual` for a chunk that begins with the head and then OpenAI's usual
-        choice, one more piece of content (``_CONTENT_OPEN``, a JSON string,
-        ``_CONTENT_CLOSE``): only the string and the members after the choice are read.
-
-        Why that holds: when orjson reads what lies between the open and the first close
-        as one string, the chunk holds that string there and reads on with the close;
-        the members after the close are read as the rest after the head is. The choice
-        then has its four keys once each, and is folded as it would be read whole.
-        """
-        start = len(self.head_content)
-        end = raw.find(_CONTENT_CLOSE, start)
-        if end < 0:
-            return False
-        try:
-            content = orjson.loads(raw[start:end])
-        except orjson.JSONDecodeError:
-            return False
-        if type(content) is not str:
-            return False
-        tail = raw[end + len(_CONTENT_CLOSE) : -2]
-        after: dict[str, Any] = {}
-        if tail != b"}":
-            if tail[:1] != b",":
-                return False
-            try:
-                after = orjson.loads(b"{" + tail[1:])
-            except orjson.JSONDecodeError:
-                return False
-            if (
-                type(after) is not dict
-                or not after
-                or not after.keys().isdisjoint(self.head_keys)
-                or "error" in after
-                or after.get("type") == "error"
-            ):
-                return False
-        state = self.choices.get(0)
-        if (
-            state is None
-            or type(state.fields["index"]) is not int
-            or type(parts := state.message.get("content")) is not _Parts
-        ):
-            choice = {"index": 0, "delta": {"content": content}, "logprobs": None, "finish_reason": None}
-            return self._fold({"choices": [choice], **after}, True)
-        parts.append(content)
-        # What _fold does with the members after the choice, which are not "choices".
-        top = self.top
-        for key, value in after.items():
-            if key in _CHUNK_ONLY:
-                if key == "usage" and value is not None:
-                    self.usage = value
-            elif value is not None or key not in top:
-                top[key] = value
-        return None
 
     def _fold(self, obj: dict[str, Any], usual: bool) -> str | None:
         self.seen = True

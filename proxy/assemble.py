@@ -138,26 +138,22 @@ def _assemble_stream(path: str, chunks: Sequence[bytes]) -> Assembled:
     fold: _ChoicesFold | _ResponsesFold | None = None
     error: Any = None
     last = len(chunks) - 1
+    # A \r anywhere is a line end too; one look at the whole body costs less than one at
+    # every chunk, and the usual stream has none.
+    no_cr = b"\r" not in b"".join(chunks)
     for n, raw in enumerate(chunks):
         # The usual event: one ``data:`` line holding a JSON object, then the blank line (the
-        # first line end is the next to last byte, the last is a line end too, and no \r
-        # anywhere splits the line). Nothing below could say more about it once orjson has
-        # read it (which also checks the UTF-8), so it goes straight to the fold. ``find`` is
-        # measurably cheaper than ``in`` here, and this runs for every chunk.
-        if (
-            fold is not None
-            and raw.startswith(b"data: {")
-            and raw.find(b"\n", 7) == len(raw) - 2
-            and raw[-1] == 10
-            and raw.find(b"\r") < 0
-        ):
+        # first line end is the next to last byte, the last is a line end too). Nothing below
+        # could say more about it once orjson has read it (which also checks the UTF-8), so
+        # it goes straight to the fold, which checks the ``data: {``.
+        if no_cr and fold is not None and raw.find(b"\n", 7) == len(raw) - 2 and raw[-1] == 10:
             if type(fold) is _ChoicesFold:
                 problem = fold.add_usual(raw)
                 if problem is not False:
                     if problem is not None:
                         notes.append(f"chunk {n}: {problem}")
                     continue
-            else:
+            elif raw.startswith(b"data: {"):
                 obj = _usual_object(raw[6:-2])
                 if obj is not None:
                     problem = _add_to(fold, obj, None)
@@ -354,9 +350,9 @@ class _ChoicesFold:
         return self._fold(obj, False)
 
     def add_usual(self, raw: bytes) -> str | None | Literal[False]:
-        """:meth:`add` for a usual event, one ``data:`` line (as the caller checked) holding
-        a JSON object; what is wrong with it, if anything; False when it is not JSON, not
-        an object, or an error, all of which the general path reads and notes.
+        """:meth:`add` for a usual event, one line (as the caller checked) of ``data: {``;
+        what is wrong with it, if anything; False when it is not JSON, not an object, or an
+        error, all of which the general path reads and notes, or not ``data: {`` at all.
 
         The usual chunk of all, the head and then OpenAI's usual choice, one more piece of
         content (``_CONTENT_OPEN``, a JSON string, ``_CONTENT_CLOSE``), is taken here: only
@@ -432,6 +428,8 @@ class _ChoicesFold:
         members of a chunk, and since then only chunks with the same head, whose other
         members have other keys, were folded: any other event forgets the head.
         """
+        if not raw.startswith(b"data: {"):
+            return False
         head = self.head
         obj: dict[str, Any] | None = None
         if head:

@@ -632,7 +632,8 @@ def _chunk(draw: st.DrawFn) -> bytes:
     kind = draw(st.integers(0, 19))
     if kind == 0:
         return draw(st.sampled_from([b"data: [DONE]\n\n", b": keep-alive\n\n", b"data: garbage\n\n",
-                                     b'data: {"id":\n\n', b"data: [1]\n\n", b"event: ping\ndata: {}\n\n"]))
+                                     b'data: {"id":\n\n', b"data: [1]\n\n", b"event: ping\ndata: {}\n\n",
+                                     b'data: {"id":"x",\r"choices":[]}\n\n', b"data: {}\r\n\r\n"]))
     if kind == 1:
         # An event of the general path amid the fast ones.
         return b":\n" + draw(_chunk())
@@ -709,6 +710,7 @@ TRICKY = {
                                  _usual("c").replace(b'null}]', b'null,"stop_reason":7}]'), _usual("d")],
     "general event between": [FIRST, _usual("a"), _usual("b"), b":\n" + _usual("c", head=b'"id":"c","model":"n"'),
                               _usual("d")],
+    "one \\r in the stream": [FIRST, _usual("a"), _usual("b", after=b',\r"ts":1'), _usual("c")],
     "content first, role later": [_usual("a"), _usual("b"), FIRST, _usual("c")],
 }
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -138,20 +138,28 @@ def _assemble_stream(path: str, chunks: Sequence[bytes]) -> Assembled:
     fold: _ChoicesFold | _ResponsesFold | None = None
     error: Any = None
     last = len(chunks) - 1
+    # A \r anywhere is a line end too; one look at the whole body costs less than one at
+    # every chunk, and the usual stream has none.
+    no_cr = b"\r" not in b"".join(chunks)
     for n, raw in enumerate(chunks):
-        if (
-            fold is not None
-            and (obj := _plain_object(raw)) is not None
-            and "error" not in obj
-            and obj.get("type") != "error"
-        ):
-            # The usual event (one ``data:`` line holding a JSON object in valid UTF-8, which
-            # orjson checks, then the blank line): nothing below could say more about it, so it
-            # goes straight to the fold, skipping the event parser and the checks.
-            problem = _add_to(fold, obj, None)
-            if problem is not None:
-                notes.append(f"chunk {n}: {problem}")
-            continue
+        # The usual event: one ``data:`` line holding a JSON object, then the blank line (the
+        # first line end is the next to last byte, the last is a line end too). Nothing below
+        # could say more about it once orjson has read it (which also checks the UTF-8), so
+        # it goes straight to the fold, which checks the ``data: {``.
+        if no_cr and fold is not None and raw.find(b"\n", 7) == len(raw) - 2 and raw[-1] == 10:
+            if type(fold) is _ChoicesFold:
+                problem = fold.add_usual(raw)
+                if problem is not False:
+                    if problem is not None:
+                        notes.append(f"chunk {n}: {problem}")
+                    continue
+            elif raw.startswith(b"data: {"):
+                obj = _usual_object(raw[6:-2])
+                if obj is not None:
+                    problem = _add_to(fold, obj, None)
+                    if problem is not None:
+                        notes.append(f"chunk {n}: {problem}")
+                    continue
         if n == last and raw and _TERMINATED.search(raw[-4:]) is None:
             notes.append(f"chunk {n}: event cut short (no blank line at the end of the stream)")
         ev = parse_event(raw)
@@ -205,27 +213,34 @@ def _assemble_stream(path: str, chunks: Sequence[bytes]) -> Assembled:
     return Assembled(reply, notes)
 
 
-def _plain_object(raw: bytes) -> dict[str, Any] | None:
-    """The JSON object of an event that is one ``data:`` line and nothing else, else None."""
-    end = len(raw) - 2
-    if not (raw.startswith(b"data: {") and raw.find(b"\n", 6) == end and raw[end:] == b"\n\n") or b"\r" in raw:
-        return None
+def _usual_object(data: bytes) -> dict[str, Any] | None:
+    """The JSON object in ``data`` unless it is not one or is an error (which the general
+    path reads), else None."""
     try:
-        obj = orjson.loads(raw[6:end])
+        obj = orjson.loads(data)
     except orjson.JSONDecodeError:
         return None
-    return obj if type(obj) is dict else None
+    if type(obj) is not dict or "error" in obj or obj.get("type") == "error":
+        return None
+    return obj
 
 
 def _add_to(fold: _ChoicesFold | _ResponsesFold, obj: dict[str, Any], name: str | None) -> str | None:
     """Add one event to the fold; what is wrong with it, if anything."""
     try:
         return fold.add(obj, name)
-    except (_Malformed, TypeError, AttributeError) as exc:
-        # TypeError and AttributeError: JSON of the wrong type somewhere
-        # deeper than the checks reach (an unhashable index, a number
-        # where a list belongs); the event is skipped, the fold goes on.
-        return f"unexpected shape ({exc.__class__.__name__}: {exc}); skipped"
+    except _SHAPE_ERRORS as exc:
+        return _shape_problem(exc)
+
+
+# TypeError and AttributeError: JSON of the wrong type somewhere deeper than the checks
+# reach (an unhashable index, a number where a list belongs); the event is skipped, the
+# fold goes on.
+_SHAPE_ERRORS = (_Malformed, TypeError, AttributeError)
+
+
+def _shape_problem(exc: Exception) -> str:
+    return f"unexpected shape ({exc.__class__.__name__}: {exc}); skipped"
 
 
 def _pick_fold(obj: dict[str, Any], name: str | None, path: str) -> _ChoicesFold | _ResponsesFold | None:
@@ -282,8 +297,12 @@ _IDENTITY = frozenset({"id", "type", "name", "role", "call_id", "index", "object
 _CHUNK_ONLY = frozenset({"choices", "usage", "object", "obfuscation"})
 
 # A choice with only these keys, whose delta is one more piece of content, is the
-# usual chunk; ``_add_choice`` takes it in one step.
+# usual chunk; ``_ChoicesFold._fold`` takes it in one step.
 _PLAIN_CHOICE = frozenset({"index", "delta", "logprobs", "finish_reason"})
+
+# OpenAI's usual chunk after the head: its one choice, around one more piece of content.
+_CONTENT_OPEN = b'"choices":[{"index":0,"delta":{"content":'
+_CONTENT_CLOSE = b'},"logprobs":null,"finish_reason":null}]'
 
 _TOP_ORDER = ("id", "object", "created", "model", "choices", "usage", "service_tier", "system_fingerprint")
 _MESSAGE_ORDER = ("role", "content", "refusal", "tool_calls", "function_call", "annotations")
@@ -307,7 +326,9 @@ class _ChoicesFold:
     increments: strings and lists are concatenated, except identity keys.
     """
 
-    __slots__ = ("kind", "top", "choices", "usage", "seen")
+    __slots__ = (
+        "kind", "top", "choices", "usage", "seen", "head", "head_members", "head_keys", "head_content", "last_head"
+    )
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
@@ -315,21 +336,163 @@ class _ChoicesFold:
         self.choices: dict[Any, _Choice] = {}
         self.usage: Any = None
         self.seen = False
+        # See add_usual.
+        self.head = b""
+        self.head_members: dict[str, Any] = {}
+        self.head_keys: frozenset[str] = frozenset()
+        self.head_content = b""
+        self.last_head = b""
 
     def add(self, obj: dict[str, Any], name: str | None) -> str | None:
         if name is not None and name != "message":
             return f"unknown event type {name!r} ignored"
-        self.seen = True
+        self.head = b""
+        return self._fold(obj, False)
+
+    def add_usual(self, raw: bytes) -> str | None | Literal[False]:
+        """:meth:`add` for a usual event, one line (as the caller checked) of ``data: {``;
+        what is wrong with it, if anything; False when it is not JSON, not an object, or an
+        error, all of which the general path reads and notes, or not ``data: {`` at all.
+
+        The usual chunk of all, the head and then OpenAI's usual choice, one more piece of
+        content (``_CONTENT_OPEN``, a JSON string, ``_CONTENT_CLOSE``), is taken here: only
+        the string and the members after the choice are read; any other goes on to
+        :meth:`_add_by_head`.
+
+        Why that holds: when orjson reads what lies between the open and the first close
+        as one string, the chunk holds that string there and reads on with the close;
+        the members after the close are read as the rest after the head is. The choice
+        then has its four keys once each, and is folded as it would be read whole.
+        """
+        if not self.head or not raw.startswith(self.head_content):
+            return self._add_by_head(raw)
+        start = len(self.head_content)
+        end = raw.find(_CONTENT_CLOSE, start)
+        if end < 0:
+            return self._add_by_head(raw)
+        try:
+            content = orjson.loads(raw[start:end])
+        except orjson.JSONDecodeError:
+            return self._add_by_head(raw)
+        if type(content) is not str:
+            return self._add_by_head(raw)
+        tail = raw[end + len(_CONTENT_CLOSE) : -2]
+        after: dict[str, Any] = {}
+        if tail != b"}":
+            if tail[:1] != b",":
+                return self._add_by_head(raw)
+            try:
+                after = orjson.loads(b"{" + tail[1:])
+            except orjson.JSONDecodeError:
+                return self._add_by_head(raw)
+            if (
+                type(after) is not dict
+                or not after
+                or not after.keys().isdisjoint(self.head_keys)
+                or "error" in after
+                or after.get("type") == "error"
+            ):
+                return self._add_by_head(raw)
+        state = self.choices.get(0)
+        if (
+            state is None
+            or type(state.fields["index"]) is not int
+            or type(parts := state.message.get("content")) is not _Parts
+        ):
+            choice = {"index": 0, "delta": {"content": content}, "logprobs": None, "finish_reason": None}
+            return self._fold({"choices": [choice], **after}, True)
+        parts.append(content)
+        # What _fold does with the members after the choice, which are not "choices".
         top = self.top
-        for key, value in obj.items():
+        for key, value in after.items():
             if key in _CHUNK_ONLY:
-                if key == "choices" and value:
-                    for choice in value:
-                        self._add_choice(choice)
-                elif key == "usage" and value is not None:
+                if key == "usage" and value is not None:
                     self.usage = value
             elif value is not None or key not in top:
                 top[key] = value
+        return None
+
+    def _add_by_head(self, raw: bytes) -> str | None | Literal[False]:
+        """:meth:`add_usual` for any usual event but the usual content chunk.
+
+        Chat chunks repeat their top-level members before ``"choices"`` (id, model,
+        created …) byte for byte. Once two chunks in a row share that head, it is folded
+        once, and of every later chunk that begins with it only the members after it are
+        read and folded: folding the same values again would change nothing.
+
+        Why that holds: the head is taken only where ``head + "}"`` (the head ends in a
+        comma) is a non-empty JSON object, so it ends between two top-level members, and a
+        chunk that begins with it is valid JSON exactly when ``"{" + the rest`` is a
+        non-empty object; the rest's keys must not repeat the head's (orjson would let a
+        repeat replace the head's value); the head's members were folded as the first
+        members of a chunk, and since then only chunks with the same head, whose other
+        members have other keys, were folded: any other event forgets the head.
+        """
+        if not raw.startswith(b"data: {"):
+            return False
+        head = self.head
+        obj: dict[str, Any] | None = None
+        if head:
+            self.head = b""
+            if raw.startswith(head):
+                obj = _usual_object(b"{" + raw[len(head) : -2])
+                if obj and obj.keys().isdisjoint(self.head_members):
+                    self.head = head
+                    return self._fold(obj, True)
+        cut = raw.find(b',"choices":', 7) + 1
+        if cut:
+            candidate = raw[:cut]
+            if candidate == self.last_head:
+                members = _usual_object(candidate[6:-1] + b"}")
+                obj = _usual_object(b"{" + raw[cut:-2])
+                if members and obj and obj.keys().isdisjoint(members):
+                    self.head = candidate
+                    self.head_members = members
+                    self.head_keys = frozenset(members).union(("choices",))
+                    self.head_content = candidate + _CONTENT_OPEN
+                    return self._fold(members | obj, True)
+            self.last_head = candidate
+        obj = _usual_object(raw[6:-2])
+        if obj is None:
+            return False
+        return self._fold(obj, True)
+
+    def _fold(self, obj: dict[str, Any], usual: bool) -> str | None:
+        self.seen = True
+        top = self.top
+        choices = self.choices
+        try:
+            for key, value in obj.items():
+                if key in _CHUNK_ONLY:
+                    if key == "choices" and value:
+                        for choice in value:
+                            if (
+                                usual
+                                and type(choice) is dict
+                                and choice.get("logprobs") is None
+                                and choice.get("finish_reason") is None
+                                and type(delta := choice.get("delta")) is dict
+                                and len(delta) == 1
+                                and type(content := delta.get("content")) is str
+                                and choice.keys() <= _PLAIN_CHOICE
+                                and type(index := choice.get("index", 0)) is int
+                                and (state := choices.get(index)) is not None
+                                and type(state.fields["index"]) is int
+                                and type(parts := state.message.get("content")) is _Parts
+                            ):
+                                # The usual choice: one more piece of content, nothing else.
+                                # (An index of another type that hashes alike, 0.0 or False,
+                                # would be written to ``fields``; a null finish_reason left
+                                # out of ``fields`` still comes out as null.)
+                                parts.append(content)
+                            else:
+                                self._add_choice(choice)
+                    elif key == "usage" and value is not None:
+                        self.usage = value
+                elif value is not None or key not in top:
+                    top[key] = value
+        except _SHAPE_ERRORS as exc:
+            return _shape_problem(exc)
         return None
 
     def _add_choice(self, choice: Any) -> None:
@@ -337,23 +500,6 @@ class _ChoicesFold:
             raise _Malformed("a choice is not an object")
         index = choice.get("index", 0)
         state = self.choices.get(index)
-        if (
-            state is not None
-            and type(index) is int
-            and type(state.fields["index"]) is int
-            and choice.get("logprobs") is None
-            and choice.get("finish_reason") is None
-            and choice.keys() <= _PLAIN_CHOICE
-        ):
-            # A null finish_reason left out of ``fields`` still comes out as null.
-            delta = choice.get("delta")
-            if type(delta) is dict and len(delta) == 1:
-                content = delta.get("content")
-                parts = state.message.get("content")
-                if type(content) is str and type(parts) is _Parts:
-                    # The usual chunk: one more piece of text, nothing else to merge.
-                    parts.append(content)
-                    return
         if state is None:
             state = self.choices[index] = _Choice(index)
         fields = state.fields

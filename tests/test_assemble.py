@@ -538,3 +538,195 @@ def test_negative_content_index_is_not_an_index() -> None:
     ) + b"\n\n"
     result = assemble("/v1/responses", "text/event-stream", [ev])
     assert result.reply is not None
+
+
+# --- the fast paths read every stream as the general path does ------------------------------------
+#
+# assemble() takes the usual one-line ``data:`` event on fast paths: the chunk read whole, or
+# only what follows the top-level members it shares byte for byte with the chunks before it,
+# or only the content string of OpenAI's usual choice. A comment line in front of an event
+# means nothing to SSE but sends it down the general path (event parser, general fold), so
+# each stream below is assembled both ways and must come out the same, notes included.
+
+
+def general(events: list[bytes]) -> list[bytes]:
+    return [b":\n" + e for e in events]
+
+
+def same(a: Assembled, b: Assembled) -> bool:
+    """Equal down to key order and number types (``0`` is not ``0.0`` in a reply)."""
+    return repr(a) == repr(b)
+
+
+class Members(list[tuple[str, Any]]):
+    """A JSON object written member by member, so that a key may repeat."""
+
+
+def write_json(value: Any, spelled: dict[str, bytes] | None = None) -> bytes:
+    """``value`` as compact JSON, OpenAI's layout; ``Members`` keep their repeats, and
+    ``spelled`` writes some keys another way (``"\\u0069d"`` for ``"id"``)."""
+    if isinstance(value, Members):
+        spelled = spelled or {}
+        return b"{" + b",".join(
+            spelled.get(k, orjson.dumps(k)) + b":" + write_json(v, spelled) for k, v in value
+        ) + b"}"
+    if isinstance(value, list):
+        return b"[" + b",".join(write_json(v, spelled) for v in value) + b"]"
+    return orjson.dumps(value)
+
+
+_TEXT = st.text(alphabet=st.sampled_from(['a', ' ', 'é', '🗼', '"', '\\', '\n', '}', ',', ':', '\ufffd']), max_size=6)
+_ODD = st.none() | st.booleans() | st.integers(-1, 2) | st.just(0.0) | _TEXT | st.lists(st.integers(0, 2), max_size=2)
+_INDEX = st.sampled_from([0, 0, 0, 0, 1, 0.0, False, None, "0", [0]])
+_DELTA = st.one_of(
+    st.builds(lambda t: {"content": t}, _TEXT),
+    st.builds(lambda t: {"content": t}, _ODD),
+    st.builds(lambda t: {"content": t}, _TEXT),
+    st.just({"role": "assistant", "content": "", "refusal": None}),
+    st.just({}),
+    st.builds(lambda t: {"refusal": t}, _TEXT),
+    st.builds(lambda t: {"content": None, "reasoning_content": t}, _TEXT),
+    st.builds(lambda i, t: {"tool_calls": [{"index": i, "function": {"arguments": t}}]}, st.integers(0, 1), _TEXT),
+    st.builds(lambda t: {"content": t, "tool_calls": None}, _TEXT),
+    st.dictionaries(_KEYS, _ODD, max_size=2),
+    _ODD,
+)
+_LOGPROBS = st.none() | st.builds(lambda t: {"content": [{"token": t, "logprob": -0.5}], "refusal": None}, _TEXT)
+
+
+@st.composite
+def _choice(draw: st.DrawFn) -> Any:
+    if draw(st.integers(0, 30)) == 0:
+        return draw(_ODD)
+    members = Members()
+    if draw(st.integers(0, 9)):
+        members.append(("index", draw(_INDEX)))
+    members.append(("delta", draw(_DELTA)))
+    if draw(st.integers(0, 5)):
+        members.append(("logprobs", draw(_LOGPROBS) if draw(st.integers(0, 5)) == 0 else None))
+    members.append(("finish_reason", draw(st.sampled_from([None, None, None, None, "stop", "length"]))))
+    if draw(st.integers(0, 8)) == 0:
+        members.append(draw(st.tuples(st.sampled_from(["delta", "index", "text", "native_finish_reason"]), _ODD)))
+    return members
+
+
+_HEADS = [
+    Members([("id", "chatcmpl-1"), ("object", "chat.completion.chunk"), ("created", 1764136800),
+             ("model", "gpt-4o-mini"), ("service_tier", "default"), ("system_fingerprint", "fp_1")]),
+    Members([("id", "chatcmpl-1"), ("object", "chat.completion.chunk"), ("created", 1764136801),
+             ("model", "gpt-4o-mini"), ("system_fingerprint", None)]),
+    Members([("id", "cmpl-2"), ("object", "text_completion"), ("created", True), ("model", "m")]),
+    Members([("id", "chatcmpl-1"), ("created", 1764136800.0), ("usage", None), ("id", "chatcmpl-3")]),
+    Members([("provider", "DeepSeek"), ("choices", None), ("error", None)]),
+]
+_AFTER = st.lists(st.tuples(
+    st.sampled_from(["obfuscation", "ts", "usage", "id", "created", "model", "error", "type", "choices", "x"]),
+    _ODD | st.just({"prompt_tokens": 3, "completion_tokens": 2}) | st.just({"message": "boom"}),
+), max_size=2)
+
+
+@st.composite
+def _chunk(draw: st.DrawFn) -> bytes:
+    """One event of a chat-like stream: mostly OpenAI's usual chunks with the same head,
+    and now and then anything that could trip a fast path up."""
+    kind = draw(st.integers(0, 19))
+    if kind == 0:
+        return draw(st.sampled_from([b"data: [DONE]\n\n", b": keep-alive\n\n", b"data: garbage\n\n",
+                                     b'data: {"id":\n\n', b"data: [1]\n\n", b"event: ping\ndata: {}\n\n",
+                                     b'data: {"id":"x",\r"choices":[]}\n\n', b"data: {}\r\n\r\n"]))
+    if kind == 1:
+        # An event of the general path amid the fast ones.
+        return b":\n" + draw(_chunk())
+    head = _HEADS[0] if draw(st.integers(0, 5)) else draw(st.sampled_from(_HEADS))
+    if kind < 12:
+        usual = Members([("index", 0), ("delta", {"content": draw(_TEXT)}), ("logprobs", None), ("finish_reason", None)])
+        after = [("obfuscation", draw(_TEXT))] if draw(st.integers(0, 5)) else draw(_AFTER)
+        members = Members([*head, ("choices", [usual]), *after])
+    else:
+        choices = [draw(_choice())] if draw(st.integers(0, 8)) else draw(st.lists(_choice(), max_size=3))
+        members = Members([*head, ("choices", choices), *draw(_AFTER)])
+    spelled = {"id": b'"\\u0069d"', "choices": b'"\\u0063hoices"'} if draw(st.integers(0, 30)) == 0 else None
+    body = write_json(members, spelled)
+    if draw(st.integers(0, 30)) == 0:
+        body = body.replace(b":", b": ", 1).replace(b',"', b', "', 2)
+    if draw(st.integers(0, 30)) == 0:
+        body = body.replace("é".encode(), b"\xff")
+    return b"data: " + body + b"\n\n"
+
+
+@settings(max_examples=400, deadline=None, database=None)
+@given(
+    events=st.lists(_chunk(), max_size=12),
+    path=st.sampled_from(["/v1/chat/completions", "/v1/completions", "/v1/responses"]),
+    cut=st.booleans(),
+)
+def test_fast_paths_read_chat_streams_as_the_general_path(events: list[bytes], path: str, cut: bool) -> None:
+    if cut and events:
+        events[-1] = events[-1][:-1]
+    expected = assemble(path, SSE, general(events))
+    assert same(assemble(path, SSE, events), expected)
+    crlf = [e.replace(b"\n", b"\r\n") for e in events]
+    assert same(assemble(path, SSE, crlf), expected)
+
+
+@pytest.mark.parametrize("shape", ALL_SHAPES + list(EDGES.values()), ids=by_name)
+def test_fast_paths_read_every_shape_as_the_general_path(shape: Shape | Edge) -> None:
+    assert same(assemble_sse(shape, shape.events), assemble_sse(shape, general(shape.events)))
+
+
+def _usual(content: str, head: bytes = b'"id":"c","object":"chat.completion.chunk","created":1,"model":"m"',
+           after: bytes = b',"obfuscation":"x"') -> bytes:
+    return (b'data: {' + head + b',"choices":[{"index":0,"delta":{"content":' + orjson.dumps(content)
+            + b'},"logprobs":null,"finish_reason":null}]' + after + b'}\n\n')
+
+
+FIRST = _usual("")
+TRICKY = {
+    # A repeat after the choices replaces the head's value, as orjson reads it.
+    "repeated id after": [FIRST, _usual("a"), _usual("b"), _usual("c", after=b',"id":"other"'), _usual("d")],
+    "repeated model inside the head": [FIRST, _usual("a"), _usual("b", head=b'"id":"c","model":"m","model":"n"')],
+    "escaped key": [FIRST, _usual("a"), _usual("b"), _usual("c", after=b',"\\u0069d":"other"')],
+    "the close inside the content": [FIRST, _usual("a"), _usual('"},"logprobs":null,"finish_reason":null}]')],
+    "escaped content": [FIRST, _usual("a"), _usual("\\\"\n\u00e9"), _usual("b")],
+    "two strings where one belongs": [FIRST, _usual("a"), FIRST.replace(b'"content":""', b'"content":"x","content":"y"')],
+    "whitespace before the end": [FIRST, _usual("a"), _usual("b", after=b' '), _usual("c", after=b', "ts" : 1 ')],
+    "error after the head": [FIRST, _usual("a"), _usual("b", after=b',"error":{"message":"boom"}'), _usual("c")],
+    "type error after the head": [FIRST, _usual("a"), _usual("b", after=b',"type":"error","message":"x"')],
+    "usage after the head": [FIRST, _usual("a"), _usual("b", after=b',"usage":{"total_tokens":3}'), _usual("c")],
+    "choices again after": [FIRST, _usual("a"), _usual("b", after=b',"choices":[]'), _usual("c")],
+    "empty members after": [FIRST, _usual("a"), _usual("b", after=b",")],
+    "head changes": [FIRST, _usual("a"), _usual("b", head=b'"id":"c","created":2'), _usual("c", head=b'"id":"c","created":2'),
+                     _usual("d")],
+    "index of another type": [FIRST, _usual("a"), _usual("b").replace(b'"index":0', b'"index":0.0'), _usual("c"),
+                              _usual("d").replace(b'"index":0', b'"index":false')],
+    "invalid UTF-8 in the content": [FIRST, _usual("a"), _usual("é").replace("é".encode(), b"\xc3"), _usual("c")],
+    "not JSON after the head": [FIRST, _usual("a"), _usual("b", after=b',"ts":1,}')],
+    "no end after the choices": [FIRST, _usual("a"), _usual("b"), _usual("c", after=b"")[:-3] + b"\n\n",
+                                 _usual("d", after=b"")[:-3] + b' \n\n', _usual("e")],
+    "members after without a comma": [FIRST, _usual("a"), _usual("b"), _usual("c", after=b' "ts":1')],
+    "content not a string": [FIRST, _usual("a"), _usual("b"), _usual("zz").replace(b'"zz"', b'[1]'),
+                             _usual("zz").replace(b'"zz"', b'7'), _usual("d")],
+    "choice with one more key": [FIRST, _usual("a"), _usual("b"),
+                                 _usual("c").replace(b'null}]', b'null,"stop_reason":7}]'), _usual("d")],
+    "general event between": [FIRST, _usual("a"), _usual("b"), b":\n" + _usual("c", head=b'"id":"c","model":"n"'),
+                              _usual("d")],
+    "one \\r in the stream": [FIRST, _usual("a"), _usual("b", after=b',\r"ts":1'), _usual("c")],
+    "content first, role later": [_usual("a"), _usual("b"), FIRST, _usual("c")],
+}
+
+
+@pytest.mark.parametrize("events", list(TRICKY.values()), ids=list(TRICKY))
+def test_fast_paths_on_streams_made_to_trip_them(events: list[bytes]) -> None:
+    result = assemble(CHAT.path, SSE, events)
+    assert same(result, assemble(CHAT.path, SSE, general(events)))
+    assert result.reply is not None
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(events=st.lists(_EVENT, max_size=8), path=st.sampled_from(["/v1/chat/completions", "/v1/completions",
+                                                                 "/v1/responses", "/v1/other"]))
+def test_fast_paths_read_any_json_events_as_the_general_path(
+    events: list[tuple[str | None, dict[str, Any]]], path: str
+) -> None:
+    raw = [(b"event: " + name.encode() + b"\n" if name else b"") + sse_data(obj) for name, obj in events]
+    assert same(assemble(path, SSE, raw), assemble(path, SSE, general(raw)))

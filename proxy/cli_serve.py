@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,7 @@ def serve(**opts: Any) -> None:
     from proxy.app import create_app
 
     app = create_app(settings)
+    app.on_startup.append(_one_stop_signal)
     log.info(
         "streamproxy %s mode on http://%s:%d/v1 -> %s, recording to %s",
         settings.mode.value, settings.host, settings.port,
@@ -132,6 +134,30 @@ def serve(**opts: Any) -> None:
         print=None,
         loop=_make_loop(),
     )
+
+
+async def _one_stop_signal(app: web.Application) -> None:
+    """The first SIGINT or SIGTERM stops serving gracefully; later ones are only noted.
+
+    aiohttp's own handler would raise again on a second signal and cancel the shutdown under way:
+    streams still in their grace period cut, recordings not yet written dropped.
+    """
+    loop = asyncio.get_running_loop()
+    stopping = False
+
+    def on_signal() -> None:
+        nonlocal stopping
+        if stopping:
+            log.warning(
+                "already stopping: in-flight streams get --shutdown-grace, then the recorder writes what it holds "
+                "(SIGKILL to abandon them)"
+            )
+            return
+        stopping = True
+        raise web.GracefulExit()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
 
 
 async def _preflight(db: str) -> None:

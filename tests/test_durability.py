@@ -286,6 +286,32 @@ async def test_sigterm_lets_in_flight_streams_finish_then_exits_0(
     assert all(r.chunks == events for r in stored)
 
 
+async def test_a_second_signal_does_not_cut_the_shutdown_short(
+    fake_upstream: FakeUpstream, tmp_path: Path, db_url: str
+) -> None:
+    """An impatient second Ctrl-C (or a supervisor's repeated SIGTERM) while streams finish must
+    not abandon the recordings: the shutdown goes on as the first signal began it."""
+    gate = asyncio.Event()
+    server, events = await serve_gated_stream(fake_upstream, gate, "20", tmp_path, db_url)
+    async with aiohttp.ClientSession() as s:
+        r, first = await open_stream(s, server.base_url + "/chat/completions")
+        server.signal(signal.SIGTERM)
+        await wait_until(lambda: refuses_connections(server.port), what="the listener to close")
+        server.signal(signal.SIGINT)
+        server.signal(signal.SIGTERM)
+        await asyncio.sleep(0.2)
+        gate.set()
+        body = first + await r.read()
+        rec_id = r.headers["X-Recording-Id"]
+        r.release()
+    assert body == b"".join(events)
+    assert await server.wait(timeout=30) == 0
+    async with store_at(db_url) as store:
+        (stored,) = await assert_all_stored(store, [rec_id])
+    assert stored.chunks == events and stored.reply is not None
+    assert "already stopping" in server.log_path.read_text()
+
+
 async def test_sigterm_grace_runs_out_records_proxy_error(fake_upstream: FakeUpstream, tmp_path: Path, db_url: str) -> None:
     never = asyncio.Event()
     server, _ = await serve_gated_stream(fake_upstream, never, "1", tmp_path, db_url)

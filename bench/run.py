@@ -5,6 +5,9 @@ loopback, each bounded in time), then at each concurrency level runs the load ge
 the three in alternation (the order rotates every repetition) and prints one table, with every
 ratio taken between runs of the same repetition, and the issue's targets with pass/fail.
 
+CPU and RSS are the proxy's whole process tree: ``serve`` and its assembly worker (CPU summed,
+peak RSS the sum of each process's ``VmHWM``).
+
     python bench/run.py                      # 1, 10, 100, 500 streams; 3 x 5 s each; SQLite
     python bench/run.py --quick              # 1 x 2 s each
     python bench/run.py --db postgresql+asyncpg://postgres@127.0.0.1:5432/streamproxy_bench

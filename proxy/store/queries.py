@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -9,7 +10,8 @@ from typing import Any
 
 from sqlalchemy import Select, bindparam, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from proxy.assemble import usage_tokens
 from proxy.filters import Filters
@@ -114,11 +116,11 @@ def _to_record(row: RecordingRow, body: RecordingBodyRow | None) -> Record:
     )
 
 
-# Rows per SQLite statement, at most: 32 x 25 columns stays under SQLite's oldest limit of 999
-# parameters. Statements come in power-of-two sizes because the driver caches each distinct
-# statement with its last parameters (bodies included) still bound: arbitrary sizes kept
-# hundreds of MB alive.
-_MAX_ROWS_PER_STATEMENT = 32
+# Rows per SQLite statement, at most: 256 x 25 columns stays under SQLite's limit of 32766
+# parameters (3.32 and later; 32 rows under the 999 of older ones). Statements come in power-of-two sizes because the driver caches
+# each distinct statement with its last parameters (bodies included) still bound: arbitrary sizes
+# kept hundreds of MB alive (bodies are compressed now, a few KB each).
+_MAX_ROWS_PER_STATEMENT = 256 if sqlite3.sqlite_version_info >= (3, 32) else 32
 
 
 class _DriverInsert:
@@ -148,20 +150,33 @@ class _DriverInsert:
         assert values and on_conflict
         self._head, self._group, self._tail = f"{head} VALUES ", group, on_conflict + tail
 
-    async def run(self, conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    def statements(self, rows: Sequence[dict[str, Any]]) -> list[tuple[str, Any]]:
+        """(SQL, parameters) to run: on PostgreSQL one executemany, on SQLite multi-row statements."""
         params = [
             tuple(row[name] if convert is None else convert(row[name]) for name, convert in self.columns) for row in rows
         ]
         if not self.many_rows:
-            await conn.exec_driver_sql(self.sql, params)
-            return
+            return [(self.sql, params)]
+        out: list[tuple[str, Any]] = []
         start = 0
         while start < len(params):
             size = 1 << (min(len(params) - start, _MAX_ROWS_PER_STATEMENT).bit_length() - 1)
             part = params[start : start + size]
-            sql = self._head + ", ".join([self._group] * size) + self._tail
-            await conn.exec_driver_sql(sql, tuple(v for row in part for v in row))
+            out.append((self._head + ", ".join([self._group] * size) + self._tail, tuple(v for row in part for v in row)))
             start += size
+        return out
+
+
+def _write_sqlite(db: sqlite3.Connection, statements: list[tuple[str, Any]]) -> None:
+    """Runs in the SQLite driver's thread: the whole batch in one transaction, one hand-over."""
+    db.execute("BEGIN")
+    try:
+        for sql, params in statements:
+            db.execute(sql, params)
+    except BaseException:
+        db.rollback()
+        raise
+    db.commit()
 
 
 class Store:
@@ -179,9 +194,22 @@ class Store:
         if not records:
             return
         rows, bodies = zip(*(_row_values(r) for r in records), strict=True)
-        async with self.engine.begin() as conn:
-            await self._row_insert.run(conn, rows)
-            await self._body_insert.run(conn, bodies)
+        statements = self._row_insert.statements(rows) + self._body_insert.statements(bodies)
+        async with self.engine.connect() as conn:
+            driver = (await conn.get_raw_connection()).driver_connection
+            # aiosqlite runs each statement in its thread and hands the result back through the
+            # event loop: under load every hand-over waits for a busy loop, and a batch took a
+            # second. Its (private) ``_execute`` runs the whole batch there in one hand-over.
+            in_thread = getattr(driver, "_execute", None) if self._dialect == "sqlite" else None
+            if in_thread is not None:
+                try:
+                    await in_thread(_write_sqlite, driver._conn, statements)  # type: ignore[union-attr]
+                except sqlite3.Error as exc:
+                    raise DBAPIError.instance(statements[0][0], None, exc, sqlite3.Error) from exc
+                return
+            async with conn.begin():
+                for sql, params in statements:
+                    await conn.exec_driver_sql(sql, params)
 
     async def get(self, rec_id: str, *, chunks: bool = True) -> Record | None:
         async with self.sessions() as s:

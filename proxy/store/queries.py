@@ -169,7 +169,7 @@ class _DriverInsert:
 
 def _write_sqlite(db: sqlite3.Connection, statements: list[tuple[str, Any]]) -> None:
     """Runs in the SQLite driver's thread: the whole batch in one transaction, one hand-over."""
-    db.execute("BEGIN")
+    db.execute("BEGIN IMMEDIATE")  # the write lock now, waiting out a busy database like any write
     try:
         for sql, params in statements:
             db.execute(sql, params)

@@ -1,0 +1,121 @@
+"""CPU instructions per request, counted by ``perf stat``: the bare relay, streamproxy in
+``passthrough`` and in ``record`` mode (its assembly worker and threads included, or its main
+thread alone). Instruction counts barely move when other processes load the machine, unlike
+CPU seconds, so this is the measure to compare changes by on a shared 2-core VM.
+
+Each target runs under ``perf stat -e instructions`` twice, once idle and once serving
+``--requests`` streams; the difference divided by the requests is what one request costs.
+
+    python bench/instructions.py                    # 2,000 requests, 50 at a time
+    python bench/instructions.py --requests 4000 -c 100
+
+Needs ``perf`` (Debian: linux-perf) on a machine that lets it count (``perf stat -e instructions true``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from procs import die_with_parent, free_port
+
+BENCH = Path(__file__).resolve().parent
+PY = sys.executable
+
+TARGETS: dict[str, tuple[list[str], bool]] = {
+    # name: (serve arguments, or [] for the bare relay; count the main thread only)
+    "bare relay": ([], False),
+    "passthrough": (["--mode", "passthrough"], False),
+    "record (all processes)": (["--mode", "record"], False),
+    "record (main thread)": (["--mode", "record"], True),
+}
+
+
+def _wait_up(url: str) -> None:
+    for _ in range(200):
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"{url} did not come up")
+
+
+def count(target: str, upstream: str, work: Path, requests: int, concurrency: int) -> int:
+    """Instructions the target spent from start to exit, serving ``requests`` streams."""
+    serve_args, main_thread_only = TARGETS[target]
+    port = free_port()
+    out = work / f"perf-{port}.txt"
+    perf = ["perf", "stat", "-e", "instructions", "-x,", "-o", str(out)] + (["-i"] if main_thread_only else [])
+    if serve_args:
+        db = work / f"db-{port}.sqlite"
+        cmd = [PY, "-m", "proxy", "serve", "--port", str(port), "--upstream", upstream, "--db", f"sqlite:///{db}",
+               "--log-level", "warning", *serve_args]
+    else:
+        cmd = [PY, str(BENCH / "bare_relay.py"), "--port", str(port), "--upstream", upstream]
+    proc = subprocess.Popen(perf + ["--", *cmd], cwd=BENCH.parent, preexec_fn=die_with_parent,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        if serve_args:
+            _wait_up(f"http://127.0.0.1:{port}/healthz")
+        else:
+            time.sleep(1.5)  # the bare relay has no health route; give it time to bind
+        if requests:
+            subprocess.run([PY, str(BENCH / "loadgen.py"), "--url", f"http://127.0.0.1:{port}/v1/chat/completions",
+                            "-c", str(concurrency), "--requests", str(requests), "--warmup", "0"],
+                           check=True, capture_output=True, preexec_fn=die_with_parent)
+        time.sleep(1.0)  # the recorder catches up
+    finally:
+        # perf passes the signal on to what it runs, and prints its count when that exits.
+        for child in _children(proc.pid):
+            os.kill(child, signal.SIGINT)
+        proc.wait(60)
+    for line in out.read_text().splitlines():
+        if ",instructions," in line:
+            return int(line.split(",")[0])
+    raise SystemExit(f"perf printed no count: {out.read_text()}")
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--requests", type=int, default=2000)
+    ap.add_argument("-c", "--concurrency", type=int, default=50)
+    args = ap.parse_args()
+    if shutil.which("perf") is None:
+        raise SystemExit("perf is not installed (Debian: apt-get install linux-perf)")
+    work = Path(tempfile.mkdtemp(prefix="streamproxy-instr-"))
+    up_port = free_port()
+    upstream = subprocess.Popen([PY, str(BENCH / "fake_upstream.py"), "--port", str(up_port)],
+                                preexec_fn=die_with_parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1.5)
+        url = f"http://127.0.0.1:{up_port}"
+        per_request: dict[str, float] = {}
+        for target in TARGETS:
+            idle = count(target, url, work, 0, args.concurrency)
+            busy = count(target, url, work, args.requests, args.concurrency)
+            per_request[target] = (busy - idle) / args.requests
+        bare = per_request["bare relay"]
+        print(f"{args.requests} streams of 200 chunks, {args.concurrency} at a time; instructions per request:")
+        for target, n in per_request.items():
+            print(f"  {target:24s} {n / 1e6:6.2f} M   {n / bare:5.2f} x bare relay")
+    finally:
+        upstream.terminate()
+        upstream.wait()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

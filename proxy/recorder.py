@@ -1,7 +1,9 @@
 """The recorder: takes finished recordings from the relay and writes them beside the stream.
 
-``submit`` never waits and never raises. A background task assembles replies and
-inserts batches, one transaction per batch. When the database fails, batches go to
+``submit`` never waits and never raises; it seals the recording (packs and compresses its
+chunks), so what waits in memory is small. A background task has batches assembled (in the
+assembly worker when there is one, the next batch while this one is written) and inserts them,
+one transaction per batch. When the database fails, batches go to
 the spool on disk and are retried until the database is back. When more than
 ``buffer_bytes`` wait in memory, new recordings go straight to the spool, so a slow
 database costs memory only up to that bound and never slows a stream.

@@ -34,7 +34,9 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _recorder_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     spool = Spool(settings.resolved_spool_dir)
-    pool = AssemblyPool(settings.assembly_workers) if settings.mode.records and settings.assembly_workers else None
+    # Replay mode records only the proxy's own errors (misses): nothing worth a worker process.
+    assembles = settings.mode.records and settings.mode.forwards and settings.assembly_workers > 0
+    pool = AssemblyPool(settings.assembly_workers) if assembles else None
     if pool is not None:
         await pool.start()
     recorder = Recorder(

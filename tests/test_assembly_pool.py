@@ -208,3 +208,10 @@ async def test_batches_asked_at_once_take_turns_on_a_worker() -> None:
         assert first[0].reply == SHAPES["chat_simple"].full and second[0].reply == SHAPES["completions"].full
     finally:
         await pool.close()
+
+
+@SQLITE
+@pytest.mark.parametrize("mode", ["replay", "passthrough"])
+async def test_no_worker_where_nothing_upstream_is_recorded(proxy_factory: ProxyFactory, mode: str) -> None:
+    await proxy_factory(assembly_workers=1, mode=mode)
+    assert worker_pids() == set()

@@ -131,3 +131,23 @@ def test_a_sealed_recording_reads_and_exports_as_before(events: list[bytes]) -> 
     assert rec.chunk_list() == (list(events), [float(i) * 1.5 for i in range(len(events))])
     assert rec.body == b"".join(events)
     assert to_json(rec, export=True) == before
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_a_sqlite_batch_is_written_in_one_hand_over_to_the_driver(db_url: str) -> None:
+    """The insert relies on two private names of aiosqlite to run a whole batch in its thread; if a
+    new aiosqlite drops them, the store falls back to a slower path, and this says so."""
+    engine = await open_store(db_url, create=True)
+    try:
+        async with engine.connect() as conn:
+            driver = (await conn.get_raw_connection()).driver_connection
+            assert callable(getattr(driver, "_execute", None))
+            assert isinstance(getattr(driver, "_connection", None), sqlite3.Connection)
+        store = Store(engine)
+        recs = [make_record() for _ in range(300)]  # more rows than one statement takes
+        await store.insert(recs)
+        assert await store.count() == 300
+        got = await store.get(recs[-1].id)
+        assert got is not None and got.chunks == recs[-1].chunk_list()[0]
+    finally:
+        await engine.dispose()

@@ -117,9 +117,10 @@ def _to_record(row: RecordingRow, body: RecordingBodyRow | None) -> Record:
 
 
 # Rows per SQLite statement, at most: 256 x 25 columns stays under SQLite's limit of 32766
-# parameters (3.32 and later; 32 rows under the 999 of older ones). Statements come in power-of-two sizes because the driver caches
-# each distinct statement with its last parameters (bodies included) still bound: arbitrary sizes
-# kept hundreds of MB alive (bodies are compressed now, a few KB each).
+# parameters (3.32 and later; 32 rows under the 999 of older ones). Statements come in
+# power-of-two sizes because the driver caches each distinct statement with its last parameters
+# (bodies included) still bound: arbitrary sizes kept hundreds of MB alive (bodies are
+# compressed now, a few KB each).
 _MAX_ROWS_PER_STATEMENT = 256 if sqlite3.sqlite_version_info >= (3, 32) else 32
 
 
@@ -201,9 +202,11 @@ class Store:
             # event loop: under load every hand-over waits for a busy loop, and a batch took a
             # second. Its (private) ``_execute`` runs the whole batch there in one hand-over.
             in_thread = getattr(driver, "_execute", None) if self._dialect == "sqlite" else None
-            if in_thread is not None:
+            db = getattr(driver, "_connection", None)
+            # Private names: if a later aiosqlite moves them, this falls back to the public way below.
+            if callable(in_thread) and isinstance(db, sqlite3.Connection):
                 try:
-                    await in_thread(_write_sqlite, driver._conn, statements)  # type: ignore[union-attr]
+                    await in_thread(_write_sqlite, db, statements)
                 except sqlite3.Error as exc:
                     raise DBAPIError.instance(statements[0][0], None, exc, sqlite3.Error) from exc
                 return

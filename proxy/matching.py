@@ -8,22 +8,28 @@ from typing import Any
 
 import orjson
 
-__all__ = ["canonical_body", "differences", "match_key"]
+__all__ = ["UNPARSED", "canonical_body", "differences", "match_key"]
 
 
 _MISSING = object()
 _SHOW = 60
 
 
-def canonical_body(body: bytes, ignore: Iterable[str] = ()) -> bytes:
+# "The caller has not parsed the body": the relay has, by the time it asks for the match key.
+UNPARSED: Any = object()
+
+
+def canonical_body(body: bytes, ignore: Iterable[str] = (), parsed: Any = UNPARSED) -> bytes:
     """Canonical JSON (sorted keys, no insignificant whitespace) of a JSON body without ignored
-    top-level fields; a body that is not JSON is used as it is."""
+    top-level fields; a body that is not JSON is used as it is. ``parsed``: the body already
+    parsed, if the caller has it."""
     if not body:
         return b""
-    try:
-        parsed: Any = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return body
+    if parsed is UNPARSED:
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return body
     if isinstance(parsed, dict):
         ignored = set(ignore)
         if ignored:
@@ -34,14 +40,14 @@ def canonical_body(body: bytes, ignore: Iterable[str] = ()) -> bytes:
         return body
 
 
-def match_key(method: str, path: str, body: bytes, ignore: Iterable[str] = ()) -> str:
+def match_key(method: str, path: str, body: bytes, ignore: Iterable[str] = (), parsed: Any = UNPARSED) -> str:
     """SHA-256 of method, path and canonical body. Credentials never enter it."""
     h = hashlib.sha256()
     h.update(method.upper().encode())
     h.update(b"\0")
     h.update(path.encode())
     h.update(b"\0")
-    h.update(canonical_body(body, ignore))
+    h.update(canonical_body(body, ignore, parsed))
     return h.hexdigest()
 
 

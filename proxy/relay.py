@@ -8,9 +8,11 @@ from ``finally``, whatever ended the stream.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import aiohttp
 import orjson
@@ -21,7 +23,7 @@ from yarl import URL
 from proxy.credentials import bearer_token, fingerprint, redact_headers, redact_query, request_credential
 from proxy.errors import error_response
 from proxy.ids import new_id
-from proxy.matching import match_key
+from proxy.matching import UNPARSED, match_key
 from proxy.metrics import Metrics
 from proxy.record import Outcome, Record
 from proxy.recorder import Recorder
@@ -64,11 +66,10 @@ def new_record(request: web.Request, body: bytes, settings: Settings) -> Record:
     """A recording for this request, credentials already redacted and fingerprinted."""
     model: str | None = None
     stream = False
+    parsed: Any = UNPARSED  # parsed once, here, for the model and the match key alike
     if body[:1] in (b"{", b" ", b"\n", b"\t", b"\r"):
-        try:
+        with contextlib.suppress(orjson.JSONDecodeError):
             parsed = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            parsed = None
         if isinstance(parsed, dict):
             m = parsed.get("model")
             model = m if isinstance(m, str) else None
@@ -85,7 +86,7 @@ def new_record(request: web.Request, body: bytes, settings: Settings) -> Record:
         key_fingerprint=fingerprint(request_credential(request.headers)),
         model=model,
         stream=stream,
-        match_key=match_key(request.method, path, body, settings.match_ignore),
+        match_key=match_key(request.method, path, body, settings.match_ignore, parsed),
     )
 
 

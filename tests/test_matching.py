@@ -20,6 +20,13 @@ def test_key_ignores_whitespace_key_order_and_ignored_fields() -> None:
     assert match_key("POST", "/v1/x", _b({**BODY, "user": "a"}), ["user"]) == match_key("POST", "/v1/x", _b(BODY), ["user"])
 
 
+def test_a_body_the_relay_already_parsed_gets_the_key_an_import_computes() -> None:
+    """The relay hands over the body it parsed; export/import and replay parse it themselves."""
+    spaced = b'{ "stream": true, "user": "a", "temperature": 0.2, "messages": [{"content": "Say hello", "role": "user"}], "model": "m" }'
+    for ignore in ([], ["user"]):
+        assert match_key("POST", "/v1/x", spaced, ignore, orjson.loads(spaced)) == match_key("POST", "/v1/x", spaced, ignore)
+
+
 def test_differences_name_the_first_differing_place_per_field() -> None:
     got = {**BODY, "messages": [{"role": "user", "content": "Say hi"}, {"role": "user", "content": "more"}], "stream": 1, "n": 2}
     del got["temperature"]

@@ -181,13 +181,13 @@ class AssemblyPool:
 
     async def _reset(self) -> None:
         """Kill every worker: after a failure none is known to be between frames."""
-        workers, self._workers = self._workers, [None] * self.size
-        for w in workers:
-            if w is not None:
-                await w.stop(kill=True)
+        await self._stop_all(kill=True)
 
     async def close(self) -> None:
+        await self._stop_all(kill=False)
+
+    async def _stop_all(self, *, kill: bool) -> None:
         workers, self._workers = self._workers, [None] * self.size
         for w in workers:
             if w is not None:
-                await w.stop()
+                await w.stop(kill=kill)

@@ -74,9 +74,9 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _size(rec: Record) -> int:
+    """What a sealed recording (every one the recorder holds) weighs in memory, roughly."""
     packed = rec.packed
-    if packed is None:
-        return sum(len(c) for c in rec.chunks) + len(rec.request_body) + 512
+    assert packed is not None, "the recorder holds sealed recordings only"
     return len(packed.body) + len(packed.chunk_ends) * 2 + len(rec.request_body) + 512
 
 

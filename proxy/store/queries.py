@@ -15,12 +15,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from proxy.assemble import usage_tokens
 from proxy.filters import Filters
-from proxy.prepare import PackedChunks, body_size, chunk_count, pack_chunks, search_text, unpack_chunks
+from proxy.prepare import body_size, chunk_count, pack_chunks, search_text, unpack_chunks
 from proxy.record import Outcome, Record
 from proxy.store.models import RecordingBodyRow, RecordingRow
 from proxy.store.search import newest_matching, search_clause
 
-__all__ = ["PackedChunks", "Store", "apply_filters", "pack_chunks", "unpack_chunks"]
+__all__ = ["Store", "apply_filters"]
+
 
 def apply_filters(stmt: Select[Any], f: Filters) -> Select[Any]:
     r = RecordingRow
@@ -201,10 +202,10 @@ class Store:
             # aiosqlite runs each statement in its thread and hands the result back through the
             # event loop: under load every hand-over waits for a busy loop, and a batch took a
             # second. Its (private) ``_execute`` runs the whole batch there in one hand-over.
-            in_thread = getattr(driver, "_execute", None) if self._dialect == "sqlite" else None
-            db = getattr(driver, "_connection", None)
             # Private names: if a later aiosqlite moves them, this falls back to the public way below.
-            if callable(in_thread) and isinstance(db, sqlite3.Connection):
+            in_thread = getattr(driver, "_execute", None)
+            db = getattr(driver, "_connection", None)
+            if self._dialect == "sqlite" and callable(in_thread) and isinstance(db, sqlite3.Connection):
                 try:
                     await in_thread(_write_sqlite, db, statements)
                 except sqlite3.Error as exc:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import sys
 import zlib
 from array import array
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import accumulate
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import orjson
 
@@ -26,9 +26,23 @@ _BIG = sys.byteorder == "big"
 # How ``recording_bodies.body`` is stored (its ``encoding`` column).
 _RAW = ""
 _ZLIB = "zlib"
-# Deflate crawls through bytes it cannot shrink (some 50 MB/s at level 1: audio, images): a body
+# Stdlib zlib crawls through bytes it cannot shrink (some 40 MB/s at level 1: audio, images): a body
 # longer than this is compressed to the end only if its first this-many bytes shrink by a tenth or more.
 _PROBE = 16 * 1024
+
+
+def _isal_compress() -> Callable[[bytes, int], bytes] | None:
+    """ISA-L's deflate: zlib's own format (stdlib zlib reads it back), some 3x faster at level 1,
+    and 20x faster through bytes it cannot shrink. Packing runs on the relay's thread for every
+    recording. None where the package has no build for the platform: stdlib zlib then."""
+    try:
+        from isal import isal_zlib
+    except ImportError:
+        return None
+    return cast(Callable[[bytes, int], bytes], isal_zlib.compress)
+
+
+_FAST_DEFLATE = _isal_compress()
 
 
 class PackedChunks(NamedTuple):
@@ -40,9 +54,12 @@ class PackedChunks(NamedTuple):
     chunk_offsets: bytes
 
 
-def _compress(body: bytes) -> bytes | None:
-    """``body`` compressed at zlib level 1 (a 200-event, 36 KB chat stream in ~35 µs, to under 1 KB),
-    or None when that would not make it smaller."""
+def _compress(body: bytes, fast: Callable[[bytes, int], bytes] | None = _FAST_DEFLATE) -> bytes | None:
+    """``body`` compressed at zlib level 1 (a 200-event, 51 KB chat stream to under 1 KB, in ~13 µs
+    with ISA-L, ~40 µs with stdlib zlib), or None when that would not make it smaller."""
+    if fast is not None:
+        out = fast(body, 1)
+        return out if len(out) < len(body) else None
     z = zlib.compressobj(1)
     view = memoryview(body)
     out = z.compress(view[:_PROBE])

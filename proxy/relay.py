@@ -28,7 +28,7 @@ from proxy.metrics import Metrics
 from proxy.record import Outcome, Record
 from proxy.recorder import Recorder
 from proxy.settings import Settings
-from proxy.sse import EventSplitter
+from proxy.sse import split_reads
 
 __all__ = ["HOP_BY_HOP", "Relay", "RuntimeState", "cut", "new_record"]
 
@@ -167,10 +167,9 @@ class Relay:
         loop = asyncio.get_running_loop()
         resp: web.StreamResponse | None = None
         upstream: aiohttp.ClientResponse | None = None
-        chunks = rec.chunks
-        offsets = rec.offsets_ms
-        splitter: EventSplitter | None = None
-        parts: list[bytes] = []
+        event_stream = False
+        reads: list[bytes] = []
+        read_ms: list[float] = []  # when each read arrived, for an event stream
         last_read = loop_start
         try:
             try:
@@ -198,8 +197,7 @@ class Relay:
             rec.response_headers = redact_headers(resp.headers.items())
             resp.headers["X-Recording-Id"] = rec.id
             content_type = upstream.headers.get("Content-Type", "")
-            if content_type.startswith("text/event-stream"):
-                splitter = EventSplitter()
+            event_stream = content_type.startswith("text/event-stream")
             await resp.prepare(request)
 
             async for data in upstream.content.iter_any():
@@ -207,18 +205,13 @@ class Relay:
                     await resp.write(data)
                 except ConnectionError as exc:
                     raise _ClientGone from exc
-                # Written first; timing and splitting happen after the bytes are on their way.
+                # Written first; timed after the bytes are on their way, split into events at the end.
                 last_read = loop.time()
                 if rec.ttfb_ms is None:
                     rec.ttfb_ms = (last_read - loop_start) * 1000.0
-                if splitter is None:
-                    parts.append(data)
-                    continue
-                events = splitter.feed(data)
-                if events:
-                    offset = (last_read - loop_start) * 1000.0
-                    chunks.extend(events)
-                    offsets.extend([offset] * len(events))
+                reads.append(data)
+                if event_stream:
+                    read_ms.append((last_read - loop_start) * 1000.0)
             await resp.write_eof()
             return resp
         except (TimeoutError, aiohttp.ServerTimeoutError):
@@ -260,14 +253,11 @@ class Relay:
         finally:
             if upstream is not None:
                 upstream.release()
-            if splitter is not None:
-                rest = splitter.flush()
-                if rest:
-                    chunks.extend(rest)
-                    offsets.append((last_read - loop_start) * 1000.0)
-            elif parts:
-                chunks.append(b"".join(parts))
-                offsets.append((last_read - loop_start) * 1000.0)
+            if event_stream and reads:
+                rec.chunks, rec.offsets_ms = split_reads(reads, read_ms)
+            elif reads:
+                rec.chunks.append(b"".join(reads))
+                rec.offsets_ms.append((last_read - loop_start) * 1000.0)
             self.finish(rec, loop_start, record)
 
     def _before_headers(self, rec: Record, status: int, message: str, code: str) -> web.Response:

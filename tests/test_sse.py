@@ -7,7 +7,7 @@ from itertools import pairwise
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.sse import EventSplitter, parse_event
+from proxy.sse import EventSplitter, parse_event, split_reads
 
 STREAM = (
     b"data: {\"a\": 1}\n\n"
@@ -164,3 +164,41 @@ def test_the_one_data_line_fast_path_parses_as_the_general_rules_do(raw: bytes) 
 
     assert parse_event(raw) == _parse_lines(raw)
     assert parse_event(b"data: " + raw) == _parse_lines(b"data: " + raw)
+
+
+def split_timed(reads: list[bytes], times: list[float]) -> tuple[list[bytes], list[float]]:
+    """What the relay used to do: feed every read as it arrives, each event timed by its read."""
+    s = EventSplitter()
+    events: list[bytes] = []
+    offsets: list[float] = []
+    for data, at in zip(reads, times, strict=True):
+        done = s.feed(data)
+        events += done
+        offsets += [at] * len(done)
+    rest = s.flush()
+    return events + rest, offsets + [times[-1]] * len(rest)
+
+
+_LF_PIECES = st.sampled_from([b"\n", b"\n\n", b"data: ", b"x", b"\xc3\xa9", b"data: {}\n\n"])
+
+
+@settings(max_examples=400)
+@given(
+    st.one_of(st.lists(_PIECES, max_size=60), st.lists(_LF_PIECES, max_size=60)).map(b"".join),
+    st.lists(st.integers(min_value=0), max_size=12),
+)
+def test_a_whole_stream_split_at_the_end_is_what_splitting_read_by_read_gives(data: bytes, points: list[int]) -> None:
+    bounds = [0, *sorted(p % (len(data) + 1) for p in points), len(data)]
+    reads = [data[a:b] for a, b in pairwise(bounds)]
+    times = [float(i) for i in range(len(reads))]
+    assert split_reads(reads, times) == split_timed(reads, times)
+
+
+def test_one_event_a_read_and_several_a_read_get_their_reads_times() -> None:
+    one_each = [b"data: a\n\n", b"data: b\n\n", b"data: [DONE]\n\n"]
+    assert split_reads(one_each, [1.0, 2.0, 3.0]) == (one_each, [1.0, 2.0, 3.0])
+    coalesced = [b"data: a\n\ndata: b\n\nda", b"ta: c\n", b"\ndata: cut"]
+    assert split_reads(coalesced, [1.0, 2.0, 3.0]) == (
+        [b"data: a\n\n", b"data: b\n\n", b"data: c\n\n", b"data: cut"],
+        [1.0, 1.0, 3.0, 3.0],
+    )

@@ -45,8 +45,8 @@ class Metrics:
 
     def observe(self, rec: Record) -> None:
         self.requests.labels(str(rec.outcome)).inc()
-        self.chunks.inc(len(rec.chunks))
-        self.bytes.inc(sum(map(len, rec.chunks)))
+        self.chunks.inc(rec.chunk_count)
+        self.bytes.inc(rec.body_bytes)
         if rec.ttfb_ms is not None:
             self.ttfb.observe(rec.ttfb_ms / 1000.0)
         if rec.duration_ms is not None:

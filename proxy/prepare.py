@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 import zlib
 from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from itertools import accumulate
 from typing import Any, NamedTuple, cast
 
@@ -19,7 +19,7 @@ import orjson
 
 from proxy.assemble import reply_text
 
-__all__ = ["PackedChunks", "body_size", "chunk_count", "pack_chunks", "search_text", "unpack_chunks"]
+__all__ = ["PackedChunks", "body_size", "chunk_count", "pack_body", "pack_chunks", "search_text", "unpack_chunks"]
 
 _BIG = sys.byteorder == "big"
 
@@ -74,16 +74,21 @@ def _compress(body: bytes, fast: Callable[[bytes, int], bytes] | None = _FAST_DE
 
 def pack_chunks(chunks: Sequence[bytes], offsets_ms: Sequence[float]) -> PackedChunks:
     """The chunks as one body (compressed when that makes it smaller) and packed chunk ends and offsets."""
-    ends = array("Q", accumulate(map(len, chunks)))
+    return pack_body(b"".join(chunks), accumulate(map(len, chunks)), offsets_ms)
+
+
+def pack_body(body: bytes, ends: Iterable[int], offsets_ms: Sequence[float], *, compress: bool = True) -> PackedChunks:
+    """:func:`pack_chunks` for chunks given as the body and where each ends in it. Uncompressed
+    (``compress=False``) for a recording that is only counted, never stored."""
+    ends_arr = array("Q", ends)
     offs = array("d", offsets_ms)
     if _BIG:
-        ends.byteswap()
+        ends_arr.byteswap()
         offs.byteswap()
-    body = b"".join(chunks)
-    compressed = _compress(body)
+    compressed = _compress(body) if compress else None
     if compressed is None:
-        return PackedChunks(body, _RAW, ends.tobytes(), offs.tobytes())
-    return PackedChunks(compressed, _ZLIB, ends.tobytes(), offs.tobytes())
+        return PackedChunks(body, _RAW, ends_arr.tobytes(), offs.tobytes())
+    return PackedChunks(compressed, _ZLIB, ends_arr.tobytes(), offs.tobytes())
 
 
 def chunk_count(packed: PackedChunks) -> int:

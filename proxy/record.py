@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from proxy.prepare import PackedChunks, pack_chunks, unpack_chunks
+from proxy.prepare import PackedChunks, body_size, chunk_count, pack_chunks, unpack_chunks
 
 __all__ = ["EXPORT_FORMAT", "Outcome", "Record", "from_json", "iso", "parse_iso", "to_json"]
 
@@ -62,9 +62,10 @@ class Record:
     reply: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
     assembled: bool = False
-    # Sealed (handed to the recorder): the chunks and offsets, packed and compressed as the database
-    # stores them, while ``chunks`` and ``offsets_ms`` are emptied: a recording waiting to be written
-    # takes a few KB instead of its whole body in 200 separate objects.
+    # Sealed (by the relay at the end of an event stream, or when handed to the recorder): the chunks
+    # and offsets, packed and compressed as the database stores them, while ``chunks`` and
+    # ``offsets_ms`` stay empty: a recording waiting to be written takes a few KB instead of its
+    # whole body in 200 separate objects.
     packed: PackedChunks | None = field(default=None, repr=False, compare=False)
     # The search text, when an assembly worker computed it ahead of the insert.
     search_text: str | None = field(default=None, repr=False, compare=False)
@@ -79,6 +80,14 @@ class Record:
             self.packed = pack_chunks(self.chunks, self.offsets_ms)
             self.chunks = []
             self.offsets_ms = []
+
+    @property
+    def chunk_count(self) -> int:
+        return chunk_count(self.packed) if self.packed is not None else len(self.chunks)
+
+    @property
+    def body_bytes(self) -> int:
+        return body_size(self.packed) if self.packed is not None else sum(map(len, self.chunks))
 
     def chunk_list(self) -> tuple[list[bytes], list[float]]:
         """The chunks and their offsets, unpacked if the recording is sealed."""

@@ -25,6 +25,7 @@ from proxy.errors import error_response
 from proxy.ids import new_id
 from proxy.matching import UNPARSED, match_key
 from proxy.metrics import Metrics
+from proxy.prepare import pack_body
 from proxy.record import Outcome, Record
 from proxy.recorder import Recorder
 from proxy.settings import Settings
@@ -254,7 +255,8 @@ class Relay:
             if upstream is not None:
                 upstream.release()
             if event_stream and reads:
-                rec.chunks, rec.offsets_ms = split_reads(reads, read_ms)
+                # Sealed here, from the body and the event ends: no event becomes an object of its own.
+                rec.packed = pack_body(*split_reads(reads, read_ms), compress=record)
             elif reads:
                 rec.chunks.append(b"".join(reads))
                 rec.offsets_ms.append((last_read - loop_start) * 1000.0)

@@ -16,12 +16,13 @@ Two halves, kept apart on purpose:
 from __future__ import annotations
 
 import re
-from bisect import bisect_left
+from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from itertools import accumulate, repeat
+from itertools import accumulate
+from typing import NamedTuple
 
-__all__ = ["EventSplitter", "SSEEvent", "parse_event", "split_reads"]
+__all__ = ["EventSplitter", "SSEEvent", "SplitStream", "parse_event", "split_reads"]
 
 # A blank line ends an event. Any two consecutive line ends form one, in any
 # mix of \n, \r\n and \r.
@@ -78,32 +79,44 @@ class EventSplitter:
         return len(self._buf)
 
 
-def split_reads(reads: Sequence[bytes], times: Sequence[float]) -> tuple[list[bytes], list[float]]:
-    """The events of a stream that arrived in ``reads`` (read ``i`` at ``times[i]``), each with the
-    time of the read that completed it, and the unfinished rest, if any, at the last read's time:
-    exactly what feeding an :class:`EventSplitter` read by read, then flushing it, gives.
+class SplitStream(NamedTuple):
+    """A whole event stream: its bytes, where each event ends in them, and when each was complete."""
 
-    At once it costs a fraction of splitting at every read: the relay's loop stays two appends,
-    and a stream without ``\\r`` splits in one ``bytes.split``."""
+    body: bytes
+    ends: list[int]
+    offsets: list[float]
+
+
+def split_reads(reads: Sequence[bytes], times: Sequence[float]) -> SplitStream:
+    """The events of a stream that arrived in ``reads`` (read ``i`` at ``times[i]``), each timed by
+    the read that completed it, and the unfinished rest, if any, at the last read's time: exactly
+    what feeding an :class:`EventSplitter` read by read, then flushing it, gives.
+
+    Once, at the end, it costs less than splitting at every read: the relay's loop stays two
+    appends, a stream without ``\\r`` is split by one ``bytes.split``, and no event becomes an
+    object of its own until something reads it (the recording stores the body and the ends)."""
     body = b"".join(reads)
     if b"\r" in body:
-        return _split_read_by_read(reads, times)
-    *parts, rest = body.split(b"\n\n")
-    events = [p + b"\n\n" for p in parts]
-    if list(map(len, events)) == list(map(len, reads)):  # one event a read, the usual case
-        offsets = list(times)
-    else:
-        # An event was completed by the first read that reached its last byte.
-        read_ends = list(accumulate(map(len, reads)))
-        completed_by = map(bisect_left, repeat(read_ends), accumulate(map(len, events)))
-        offsets = list(map(times.__getitem__, completed_by))
-    if rest:
-        events.append(rest)
+        return _split_read_by_read(body, reads, times)
+    parts = body.split(b"\n\n")
+    ends = list(accumulate(map((2).__add__, map(len, parts))))
+    ends.pop()  # the rest, after the last blank line: no blank line ends it
+    read_ends = list(accumulate(map(len, reads)))
+    if ends == read_ends:  # one event a read
+        return SplitStream(body, ends, list(times))
+    offsets: list[float] = []
+    done = 0
+    for read_end, at in zip(read_ends, times, strict=True):
+        upto = bisect_right(ends, read_end, done)
+        offsets.extend([at] * (upto - done))
+        done = upto
+    if parts[-1]:  # flushed at the end of the stream
+        ends.append(len(body))
         offsets.append(times[-1])
-    return events, offsets
+    return SplitStream(body, ends, offsets)
 
 
-def _split_read_by_read(reads: Sequence[bytes], times: Sequence[float]) -> tuple[list[bytes], list[float]]:
+def _split_read_by_read(body: bytes, reads: Sequence[bytes], times: Sequence[float]) -> SplitStream:
     splitter = EventSplitter()
     events: list[bytes] = []
     offsets: list[float] = []
@@ -115,7 +128,7 @@ def _split_read_by_read(reads: Sequence[bytes], times: Sequence[float]) -> tuple
     if rest:
         events.extend(rest)
         offsets.append(times[-1])
-    return events, offsets
+    return SplitStream(body, list(accumulate(map(len, events))), offsets)
 
 
 @dataclass(slots=True)

@@ -7,7 +7,7 @@ from itertools import pairwise
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.sse import EventSplitter, parse_event, split_reads
+from proxy.sse import EventSplitter, SplitStream, parse_event, split_reads
 
 STREAM = (
     b"data: {\"a\": 1}\n\n"
@@ -182,6 +182,10 @@ def split_timed(reads: list[bytes], times: list[float]) -> tuple[list[bytes], li
 _LF_PIECES = st.sampled_from([b"\n", b"\n\n", b"data: ", b"x", b"\xc3\xa9", b"data: {}\n\n"])
 
 
+def events_of(split: SplitStream) -> tuple[list[bytes], list[float]]:
+    return [split.body[a:b] for a, b in pairwise([0, *split.ends])], split.offsets
+
+
 @settings(max_examples=400)
 @given(
     st.one_of(st.lists(_PIECES, max_size=60), st.lists(_LF_PIECES, max_size=60)).map(b"".join),
@@ -191,14 +195,16 @@ def test_a_whole_stream_split_at_the_end_is_what_splitting_read_by_read_gives(da
     bounds = [0, *sorted(p % (len(data) + 1) for p in points), len(data)]
     reads = [data[a:b] for a, b in pairwise(bounds)]
     times = [float(i) for i in range(len(reads))]
-    assert split_reads(reads, times) == split_timed(reads, times)
+    split = split_reads(reads, times)
+    assert split.body == data
+    assert events_of(split) == split_timed(reads, times)
 
 
 def test_one_event_a_read_and_several_a_read_get_their_reads_times() -> None:
     one_each = [b"data: a\n\n", b"data: b\n\n", b"data: [DONE]\n\n"]
-    assert split_reads(one_each, [1.0, 2.0, 3.0]) == (one_each, [1.0, 2.0, 3.0])
+    assert events_of(split_reads(one_each, [1.0, 2.0, 3.0])) == (one_each, [1.0, 2.0, 3.0])
     coalesced = [b"data: a\n\ndata: b\n\nda", b"ta: c\n", b"\ndata: cut"]
-    assert split_reads(coalesced, [1.0, 2.0, 3.0]) == (
+    assert events_of(split_reads(coalesced, [1.0, 2.0, 3.0])) == (
         [b"data: a\n\n", b"data: b\n\n", b"data: c\n\n", b"data: cut"],
         [1.0, 1.0, 3.0, 3.0],
     )

@@ -19,61 +19,24 @@ import asyncio
 import contextlib
 import logging
 import pickle
-import struct
 import sys
 from collections.abc import Sequence
-from typing import Any
 
-from proxy.assemble import assemble
-from proxy.prepare import PackedChunks, search_text, unpack_chunks
+from proxy.assembly_worker import LENGTH, Assembled, Packed, write_frame
 from proxy.record import Record
 
-__all__ = ["AssemblyPool", "Packed", "Assembled", "assemble_packed", "read_frame", "write_frame"]
+__all__ = ["AssemblyPool"]
 
 log = logging.getLogger("streamproxy.assembly")
 
-# What one recording sends: path, content type, request body, and its chunks packed as stored
-# (compressed: a 50 KB stream crosses the pipe as ~1 KB, and the worker need not compress it again).
-Packed = tuple[str, str | None, bytes, PackedChunks]
-# What comes back: the reply, the notes, the search text.
-Assembled = tuple[dict[str, Any] | None, list[str], str]
-
-_LENGTH = struct.Struct("<Q")
 # A batch of 200 takes ~0.2 s; a worker this late is stuck (a bug in a fold), not busy.
 _TIMEOUT = 60.0
-
-
-def write_frame(payload: bytes) -> bytes:
-    return _LENGTH.pack(len(payload)) + payload
-
-
-def read_frame(read: Any) -> bytes | None:
-    """One length-prefixed frame from a blocking ``read(n)``; None at a clean end of input."""
-    head = read(_LENGTH.size)
-    if not head:
-        return None
-    (size,) = _LENGTH.unpack(head)
-    return bytes(read(size))
 
 
 def _pack(rec: Record) -> Packed:
     rec.seal()
     assert rec.packed is not None
     return rec.path, rec.content_type, rec.request_body, rec.packed
-
-
-def assemble_packed(items: Sequence[Packed]) -> list[Assembled]:
-    """Each packed recording's reply, notes and search text. Never raises for one recording."""
-    out: list[Assembled] = []
-    for path, content_type, request_body, packed in items:
-        try:
-            chunks, _ = unpack_chunks(*packed)
-            result = assemble(path, content_type, chunks)
-            reply, notes = result.reply, result.notes
-        except Exception as exc:  # noqa: BLE001 - a bug in assembly must not cost the batch
-            reply, notes = None, [f"assembly failed: {exc!r}"]
-        out.append((reply, notes, search_text(request_body, reply)))
-    return out
 
 
 class _Worker:
@@ -105,7 +68,7 @@ class _Worker:
         async with self._turn:
             self.stdin.write(write_frame(pickle.dumps(items, protocol=5)))
             await self.stdin.drain()
-            (size,) = _LENGTH.unpack(await self.stdout.readexactly(_LENGTH.size))
+            (size,) = LENGTH.unpack(await self.stdout.readexactly(LENGTH.size))
             results: list[Assembled] = pickle.loads(await self.stdout.readexactly(size))
         if len(results) != len(items):
             raise ValueError(f"worker answered {len(results)} of {len(items)}")

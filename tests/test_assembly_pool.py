@@ -215,3 +215,13 @@ async def test_batches_asked_at_once_take_turns_on_a_worker() -> None:
 async def test_no_worker_where_nothing_upstream_is_recorded(proxy_factory: ProxyFactory, mode: str) -> None:
     await proxy_factory(assembly_workers=1, mode=mode)
     assert worker_pids() == set()
+
+
+def test_the_worker_stays_light_without_asyncio() -> None:
+    """The worker is a second Python on a small machine: asyncio (with ssl) alone would add ~9 MB."""
+    import subprocess
+    import sys
+
+    probe = "import sys, proxy.assembly_worker; print(sorted({'asyncio', 'ssl', 'sqlalchemy', 'aiohttp'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -219,9 +221,6 @@ async def test_no_worker_where_nothing_upstream_is_recorded(proxy_factory: Proxy
 
 def test_the_worker_stays_light_without_asyncio() -> None:
     """The worker is a second Python on a small machine: asyncio (with ssl) alone would add ~9 MB."""
-    import subprocess
-    import sys
-
     probe = "import sys, proxy.assembly_worker; print(sorted({'asyncio', 'ssl', 'sqlalchemy', 'aiohttp'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Select, bindparam, delete, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
@@ -138,7 +137,16 @@ class _DriverInsert:
     def __init__(self, engine: AsyncEngine, table: Any) -> None:
         dialect = engine.dialect
         self.many_rows = dialect.name == "sqlite"
-        ins = sqlite.insert(table) if self.many_rows else postgresql.insert(table)
+        # Each dialect's module is imported only where it is used: PostgreSQL's weighs ~2 MB.
+        ins: Any
+        if self.many_rows:
+            from sqlalchemy.dialects import sqlite
+
+            ins = sqlite.insert(table)
+        else:
+            from sqlalchemy.dialects import postgresql
+
+            ins = postgresql.insert(table)
         stmt = ins.values({c.name: bindparam(c.name, type_=c.type) for c in table.c}).on_conflict_do_nothing(
             index_elements=["id"]
         )

@@ -6,6 +6,12 @@ rows; migration 0002 adds the index that makes it fast: on PostgreSQL a trigram 
 that ``LIKE`` uses by itself (its planner weighs it against the other filters' indexes), on
 SQLite an FTS5 trigram table that narrows the candidates first (see ``_FtsCandidates``).
 
+Since migration 0004 the SQLite table keeps no positions (``detail=none``), which saves about a
+quarter of its upkeep on every insert, but it cannot answer a phrase: a term is looked up as
+every one of its trigrams, anywhere in the row. That lets through rows holding the trigrams
+apart ("abcab" in "abca cab"); ``LIKE`` drops them. Its tokenizer does not fold case either:
+``search_text`` and the terms are both lower-cased already.
+
 SQLite's planner cannot tell a rare term from a common one, so ``newest_matching`` does:
 a rare term is looked up through the FTS index; for a common one the newest rows that pass
 the other filters are read first, since they are likely to match (the index would have to
@@ -61,9 +67,15 @@ def _indexed_terms(terms: list[str]) -> list[str]:
     return [t for t in terms if len(t) >= _MIN_INDEXED]
 
 
+def _trigrams(terms: list[str]) -> list[str]:
+    """The distinct runs of three characters in the terms (each of at least three), in order."""
+    return list(dict.fromkeys(t[i : i + 3] for t in terms for i in range(len(t) - 2)))
+
+
 def _fts_matches(terms: list[str]) -> Select[Any]:
-    phrases = ['"' + t.replace('"', '""') + '"' for t in terms]
-    return select(_fts.c.rowid).where(_fts.c.recording_search_fts.op("MATCH")(" AND ".join(phrases)))
+    # One quoted trigram is one token: the only kind of query a detail=none table takes.
+    tokens = ['"' + g.replace('"', '""') + '"' for g in _trigrams(terms)]
+    return select(_fts.c.rowid).where(_fts.c.recording_search_fts.op("MATCH")(" AND ".join(tokens)))
 
 
 class _FtsCandidates(ColumnElement[bool]):

@@ -8,7 +8,7 @@ SQLite an FTS5 trigram table that narrows the candidates first (see ``_FtsCandid
 
 Since migration 0004 the SQLite table keeps no positions (``detail=none``), which saves about a
 quarter of its upkeep on every insert, but it cannot answer a phrase: a term is looked up as
-every one of its trigrams, anywhere in the row. That lets through rows holding the trigrams
+trigrams that together cover it, each anywhere in the row. That lets through rows holding them
 apart ("abcab" in "abca cab"); ``LIKE`` drops them. Its tokenizer does not fold case either:
 ``search_text`` and the terms are both lower-cased already.
 
@@ -67,14 +67,18 @@ def _indexed_terms(terms: list[str]) -> list[str]:
     return [t for t in terms if len(t) >= _MIN_INDEXED]
 
 
-def _trigrams(terms: list[str]) -> list[str]:
-    """The distinct runs of three characters in the terms (each of at least three), in order."""
-    return list(dict.fromkeys(t[i : i + 3] for t in terms for i in range(len(t) - 2)))
+def _covering_trigrams(terms: list[str]) -> list[str]:
+    """Trigrams that together cover every character of the terms (each of at least three): one
+    every three characters and the last. Each lookup costs a walk of a list of rows; the trigrams
+    left out would narrow the candidates little (100,000 rows, a five-word phrase: 10 trigrams
+    instead of 28, 18 ms instead of 55, 28,082 candidates instead of 23,987 for LIKE to check)."""
+    starts = ((t, i) for t in terms for i in [*range(0, len(t) - 3, 3), len(t) - 3])
+    return list(dict.fromkeys(t[i : i + 3] for t, i in starts))
 
 
 def _fts_matches(terms: list[str]) -> Select[Any]:
     # One quoted trigram is one token: the only kind of query a detail=none table takes.
-    tokens = ['"' + g.replace('"', '""') + '"' for g in _trigrams(terms)]
+    tokens = ['"' + g.replace('"', '""') + '"' for g in _covering_trigrams(terms)]
     return select(_fts.c.rowid).where(_fts.c.recording_search_fts.op("MATCH")(" AND ".join(tokens)))
 
 

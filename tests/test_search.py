@@ -1,5 +1,6 @@
 """Full-text search: the same answers on SQLite (FTS5 trigram) and PostgreSQL (pg_trgm), an index
-kept in step with inserts and deletes, and migration 0002 on a database that already holds recordings."""
+kept in step with inserts and deletes, and migrations 0002 and 0004 on a database that already holds
+recordings."""
 
 from __future__ import annotations
 
@@ -64,6 +65,44 @@ async def questions(store: Store, search: str, **filters: str) -> list[int]:
 )
 async def test_search_finds_words_and_phrases(store: Store, search: str, expected: list[int]) -> None:
     assert await questions(store, search) == expected
+
+
+# Quotes, backslashes, wildcards, non-Latin scripts, and trigrams that all occur but apart ("abca cab").
+ODD = [
+    'She said "yes" (it\'s 5" long) about C:\\tmp\\x_1 at 50% off',
+    "Ünïcödé 日本語テキスト and abca cab",
+]
+
+
+@pytest.mark.parametrize(
+    ("search", "expected"),
+    [
+        ('yes"', [0]),                       # a double quote inside a term
+        ('"said ""', [0]),                   # the phrase 'said ', then a lone double quote
+        ("it's", [0]),
+        ('5"', [0]),                         # two characters: LIKE alone
+        ("c:\\tmp\\x_1", [0]),
+        ("x%1", []),
+        ("50%", [0]),                        # exactly three characters, one a wildcard
+        ("日本語", [1]),                     # exactly three, none Latin
+        ("本語テキ", [1]),
+        ("ÜNÏ", [1]),                        # lower-cased like the text, beyond ASCII too
+        ("cödé", [1]),
+        ("cab", [1]),
+        ('"ca c"', [1]),
+        ("abcab", []),                       # every trigram is in the text, the term is not
+        ("caba", []),
+        ("abca yes", []),                    # the terms are in different recordings
+    ],
+)
+async def test_search_takes_odd_characters_literally(any_db_url: str, search: str, expected: list[int]) -> None:
+    engine = await open_store(any_db_url, create=True)
+    try:
+        store = Store(engine)
+        await store.insert([make_record(q, "ok", at=T0 + timedelta(minutes=i)) for i, q in enumerate(ODD)])
+        assert await questions(store, search) == expected
+    finally:
+        await engine.dispose()
 
 
 async def test_search_combines_with_filters_and_pages(store: Store) -> None:
@@ -132,6 +171,51 @@ async def test_migration_0002_indexes_existing_recordings_and_goes_down(any_db_u
         assert len(await questions_like_0001(engine, "zebras")) == 1
         await _migrate_to(engine, "head")
         assert await questions(Store(engine), "zebras") == [0]
+    finally:
+        await engine.dispose()
+
+
+async def _fts_definition(engine: AsyncEngine) -> str | None:
+    if engine.dialect.name != "sqlite":
+        return None
+    async with engine.connect() as conn:
+        return await conn.scalar(text("SELECT sql FROM sqlite_master WHERE name = 'recording_search_fts'"))
+
+
+async def test_migration_0004_keeps_search_answers_both_ways(any_db_url: str) -> None:
+    searches = [
+        "rate limit", "RATE tier", '"limit for"', '"limit gpt"', "grüße köln", "100%", "cpu_usage", '"hello world"',
+        "ox bovine", "brief", "yes\"", "it's", "50%", "日本語", "cödé", "abcab", "cab", "nothing-like-this",
+    ]
+    corpus = [(q, a) for q, a, _ in CORPUS] + [(q, "ok") for q in ODD]
+    engine = create_engine(any_db_url)
+    try:
+        store = Store(engine)
+        await _migrate_to(engine, "0003")
+        await store.insert([make_record(q, a, at=T0 + timedelta(minutes=i)) for i, (q, a) in enumerate(corpus)])
+        before = {s: await questions(store, s) for s in searches}
+        assert before["rate limit"] == [0] and before["日本語"] == [6] and before["abcab"] == []
+
+        await _migrate_to(engine, "0004")
+        assert await current_revision(engine) == "0004"
+        assert {s: await questions(store, s) for s in searches} == before
+        # Written after the migration, found through the rebuilt index with the old rows.
+        await store.insert([make_record("rate limit once more", "ok", at=T0 + timedelta(minutes=20))])
+        assert await store.delete_before(T0 + timedelta(minutes=1)) == 1
+        after = {s: await questions(store, s) for s in searches}
+        assert after["rate limit"] == [20] and after["brief"] == [1, 2, 3, 4, 5, 6, 20]
+
+        await _migrate_to(engine, "0003", down=True)
+        assert {s: await questions(store, s) for s in searches} == after
+        if engine.dialect.name == "sqlite":
+            assert "detail" not in (await _fts_definition(engine) or "")
+            async with engine.connect() as conn:  # 0002's table answers phrases again
+                hits = await conn.scalars(text("""SELECT rowid FROM recording_search_fts WHERE recording_search_fts MATCH '"rate limit"'"""))
+                assert len(hits.all()) == 1
+
+        await _migrate_to(engine, "head")
+        assert "detail=none" in (await _fts_definition(engine) or "detail=none")
+        assert {s: await questions(store, s) for s in searches} == after
     finally:
         await engine.dispose()
 

@@ -6,6 +6,12 @@ rows; migration 0002 adds the index that makes it fast: on PostgreSQL a trigram 
 that ``LIKE`` uses by itself (its planner weighs it against the other filters' indexes), on
 SQLite an FTS5 trigram table that narrows the candidates first (see ``_FtsCandidates``).
 
+Since migration 0004 the SQLite table keeps no positions (``detail=none``), which saves about a
+quarter of its upkeep on every insert, but it cannot answer a phrase: a term is looked up as
+trigrams that together cover it, each anywhere in the row. That lets through rows holding them
+apart ("abcab" in "abca cab"); ``LIKE`` drops them. Its tokenizer does not fold case either:
+``search_text`` and the terms are both lower-cased already.
+
 SQLite's planner cannot tell a rare term from a common one, so ``newest_matching`` does:
 a rare term is looked up through the FTS index; for a common one the newest rows that pass
 the other filters are read first, since they are likely to match (the index would have to
@@ -61,9 +67,19 @@ def _indexed_terms(terms: list[str]) -> list[str]:
     return [t for t in terms if len(t) >= _MIN_INDEXED]
 
 
+def _covering_trigrams(terms: list[str]) -> list[str]:
+    """Trigrams that together cover every character of the terms (each of at least three): one
+    every three characters and the last. Each lookup costs a walk of a list of rows; the trigrams
+    left out would narrow the candidates little (100,000 rows, a five-word phrase: 10 trigrams
+    instead of 28, 18 ms instead of 55, 28,082 candidates instead of 23,987 for LIKE to check)."""
+    starts = ((t, i) for t in terms for i in [*range(0, len(t) - 3, 3), len(t) - 3])
+    return list(dict.fromkeys(t[i : i + 3] for t, i in starts))
+
+
 def _fts_matches(terms: list[str]) -> Select[Any]:
-    phrases = ['"' + t.replace('"', '""') + '"' for t in terms]
-    return select(_fts.c.rowid).where(_fts.c.recording_search_fts.op("MATCH")(" AND ".join(phrases)))
+    # One quoted trigram is one token: the only kind of query a detail=none table takes.
+    tokens = ['"' + g.replace('"', '""') + '"' for g in _covering_trigrams(terms)]
+    return select(_fts.c.rowid).where(_fts.c.recording_search_fts.op("MATCH")(" AND ".join(tokens)))
 
 
 class _FtsCandidates(ColumnElement[bool]):

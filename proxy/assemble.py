@@ -141,7 +141,16 @@ def _assemble_stream(path: str, chunks: Sequence[bytes]) -> Assembled:
     # A \r anywhere is a line end too; one look at the whole body costs less than one at
     # every chunk, and the usual stream has none.
     no_cr = b"\r" not in b"".join(chunks)
-    for n, raw in enumerate(chunks):
+    n = -1
+    while n < last:
+        n += 1
+        raw = chunks[n]
+        if no_cr and type(fold) is _ChoicesFold and fold.head:
+            # Most of a chat stream is a run of usual content chunks: taken in one call.
+            taken = fold.add_run(chunks, n)
+            if taken > n:
+                n = taken - 1
+                continue
         # The usual event: one ``data:`` line holding a JSON object, then the blank line (the
         # first line end is the next to last byte, the last is a line end too). Nothing below
         # could say more about it once orjson has read it (which also checks the UTF-8), so
@@ -376,23 +385,9 @@ class _ChoicesFold:
             return self._add_by_head(raw)
         if type(content) is not str:
             return self._add_by_head(raw)
-        tail = raw[end + len(_CONTENT_CLOSE) : -2]
-        after: dict[str, Any] = {}
-        if tail != b"}":
-            if tail[:1] != b",":
-                return self._add_by_head(raw)
-            try:
-                after = orjson.loads(b"{" + tail[1:])
-            except orjson.JSONDecodeError:
-                return self._add_by_head(raw)
-            if (
-                type(after) is not dict
-                or not after
-                or not after.keys().isdisjoint(self.head_keys)
-                or "error" in after
-                or after.get("type") == "error"
-            ):
-                return self._add_by_head(raw)
+        after = self._members_after(raw[end + len(_CONTENT_CLOSE) : -2])
+        if after is None:
+            return self._add_by_head(raw)
         state = self.choices.get(0)
         if (
             state is None
@@ -402,7 +397,33 @@ class _ChoicesFold:
             choice = {"index": 0, "delta": {"content": content}, "logprobs": None, "finish_reason": None}
             return self._fold({"choices": [choice], **after}, True)
         parts.append(content)
-        # What _fold does with the members after the choice, which are not "choices".
+        self._fold_after(after)
+        return None
+
+    def _members_after(self, tail: bytes) -> dict[str, Any] | None:
+        """The members after the usual choice, from the bytes between its close and the
+        line end; None unless they are what the general path would fold alike: members
+        that do not repeat the head's keys, none of them an error."""
+        if tail == b"}":
+            return {}
+        if tail[:1] != b",":
+            return None
+        try:
+            after = orjson.loads(b"{" + tail[1:])
+        except orjson.JSONDecodeError:
+            return None
+        if (
+            type(after) is not dict
+            or not after
+            or not after.keys().isdisjoint(self.head_keys)
+            or "error" in after
+            or after.get("type") == "error"
+        ):
+            return None
+        return after
+
+    def _fold_after(self, after: dict[str, Any]) -> None:
+        """What :meth:`_fold` does with the members after the choice, which are not "choices"."""
         top = self.top
         for key, value in after.items():
             if key in _CHUNK_ONLY:
@@ -410,7 +431,87 @@ class _ChoicesFold:
                     self.usage = value
             elif value is not None or key not in top:
                 top[key] = value
-        return None
+
+    def add_run(self, chunks: Sequence[bytes], n: int) -> int:
+        """Take the usual content chunks (see :meth:`add_usual`) from ``chunks[n]`` on, as
+        many as come in a row, one-line events with no \\r (the caller checked the body has
+        none); the index of the first chunk not taken, which is folded as it would be alone.
+
+        Whatever is not the usual content chunk, or has anything :meth:`add_usual` would look
+        at twice, ends the run before anything of it is folded; so does a choice 0 that is
+        not yet a run of content pieces, which :meth:`add_usual` makes one.
+
+        Members after the choice that are byte for byte those of the chunk before are not
+        read again: they were read and folded then, and folding them again changes nothing
+        (a key keeps its place, a value is replaced by the same value). When the chunk before
+        had one member after the choice, ``,"key":``, a chunk whose members after begin with
+        those same bytes and end with ``}`` holds exactly that one member, with the value in
+        between, when orjson reads the in-between as one value; that value is folded alone.
+        """
+        state = self.choices.get(0)
+        if (
+            not self.head
+            or state is None
+            or type(state.fields["index"]) is not int
+            or type(parts := state.message.get("content")) is not _Parts
+        ):
+            return n
+        head_content = self.head_content
+        start = len(head_content)
+        append = parts.append
+        loads = orjson.loads
+        top = self.top
+        close_len = len(_CONTENT_CLOSE)
+        last_tail = b"}"
+        key = b""
+        key_len = 0
+        name = ""
+        keep = False
+        for n in range(n, len(chunks)):
+            raw = chunks[n]
+            if not raw.startswith(head_content) or raw.find(b"\n", start) != len(raw) - 2 or raw[-1] != 10:
+                return n
+            end = raw.find(_CONTENT_CLOSE, start)
+            if end < 0:
+                return n
+            try:
+                content = loads(raw[start:end])
+            except orjson.JSONDecodeError:
+                return n
+            if type(content) is not str:
+                return n
+            tail = raw[end + close_len : -2]
+            if tail != last_tail:
+                one = key_len and tail.startswith(key) and tail.endswith(b"}")
+                if one:
+                    try:
+                        value = loads(tail[key_len:-1])
+                    except orjson.JSONDecodeError:
+                        value = None
+                    # Only a scalar is taken so: a list or object is one level deeper in the
+                    # chunk than alone, which matters at orjson's depth limit. (A null, like
+                    # what did not read, is read the long way.)
+                    one = value is not None and type(value) is not list and type(value) is not dict
+                if one:
+                    if keep:
+                        top[name] = value
+                else:
+                    after = self._members_after(tail)
+                    if after is None:
+                        return n
+                    self._fold_after(after)
+                    key_len = 0
+                    if len(after) == 1:
+                        name = next(iter(after))
+                        # A type is read whole every time, as "error" would make it an error
+                        # event; so is usage, which is not kept in ``top``.
+                        if name != "type" and name != "usage":
+                            key = b"," + orjson.dumps(name) + b":"
+                            key_len = len(key)
+                            keep = name not in _CHUNK_ONLY
+                last_tail = tail
+            append(content)
+        return len(chunks)
 
     def _add_by_head(self, raw: bytes) -> str | None | Literal[False]:
         """:meth:`add_usual` for any usual event but the usual content chunk.

@@ -1,7 +1,7 @@
 """CPU time of ``proxy.assemble.assemble`` on two chat streams, in µs per stream.
 
-* ``bench``: the stream ``fake_upstream.py`` serves (200 chunks with a ``ts`` field, then
-  ``[DONE]``), split into events by ``EventSplitter`` as the relay does;
+* ``bench``: the stream ``fake_upstream.py`` serves (200 chunks with a ``ts`` field, a
+  different time in each, then ``[DONE]``), split into events by ``EventSplitter`` as the relay does;
 * ``openai``: 200 chunks shaped like OpenAI's own (``service_tier``, ``system_fingerprint``,
   ``obfuscation``), then a usage chunk and ``[DONE]``;
 * ``varying``: the same with ``created`` different in every chunk, so that no two chunks
@@ -45,8 +45,10 @@ def split(body: bytes) -> list[bytes]:
 
 
 def bench_stream() -> list[bytes]:
-    ts = b"%d" % time.time_ns()
-    return split(b"".join(head + ts + tail for head, tail in events(200)) + DONE)
+    # As fake_upstream.py serves it: the time in every chunk, a different one.
+    ts = time.time_ns()
+    body = b"".join(b"%s%d%s" % (head, ts + i * 52_000, tail) for i, (head, tail) in enumerate(events(200)))
+    return split(body + DONE)
 
 
 def openai_stream(n: int = 200, varying: bool = False) -> list[bytes]:

@@ -312,6 +312,10 @@ _PLAIN_CHOICE = frozenset({"index", "delta", "logprobs", "finish_reason"})
 # OpenAI's usual chunk after the head: its one choice, around one more piece of content.
 _CONTENT_OPEN = b'"choices":[{"index":0,"delta":{"content":'
 _CONTENT_CLOSE = b'},"logprobs":null,"finish_reason":null}]'
+_QUOTED_CLOSE = b'"' + _CONTENT_CLOSE
+
+# JSON values that orjson reads alike at any depth.
+_SCALARS = frozenset({str, int, float, bool})
 
 _TOP_ORDER = ("id", "object", "created", "model", "choices", "usage", "service_tier", "system_fingerprint")
 _MESSAGE_ORDER = ("role", "content", "refusal", "tool_calls", "function_call", "annotations")
@@ -434,19 +438,23 @@ class _ChoicesFold:
 
     def add_run(self, chunks: Sequence[bytes], n: int) -> int:
         """Take the usual content chunks (see :meth:`add_usual`) from ``chunks[n]`` on, as
-        many as come in a row, one-line events with no \\r (the caller checked the body has
-        none); the index of the first chunk not taken, which is folded as it would be alone.
+        many as come in a row (the caller checked the body has no \\r); the index of the
+        first chunk not taken, which is then folded as it would be alone.
 
-        Whatever is not the usual content chunk, or has anything :meth:`add_usual` would look
-        at twice, ends the run before anything of it is folded; so does a choice 0 that is
-        not yet a run of content pieces, which :meth:`add_usual` makes one.
+        Each is taken as the head, the usual choice around a JSON string, and members after
+        it, ``}`` and the blank line, with no line end before: the string runs from the quote
+        that ends the head to the quote that begins ``_QUOTED_CLOSE``, and is taken when
+        orjson reads it as a string (which holds no line end). Anything else ends the run
+        before anything of it is folded; so does a choice 0 that is not yet a run of content
+        pieces, which :meth:`add_usual` makes one.
 
-        Members after the choice that are byte for byte those of the chunk before are not
-        read again: they were read and folded then, and folding them again changes nothing
-        (a key keeps its place, a value is replaced by the same value). When the chunk before
-        had one member after the choice, ``,"key":``, a chunk whose members after begin with
-        those same bytes and end with ``}`` holds exactly that one member, with the value in
-        between, when orjson reads the in-between as one value; that value is folded alone.
+        The members after the choice: when the chunk before had one, ``"key":value``, its
+        key is looked for together with the close; a chunk that has them and then, up to
+        the ``}``, no line end and what orjson reads as one scalar, holds that one member
+        (a list or an object is left to the long way: alone it is one level less deep than
+        in the chunk, which matters at orjson's depth limit). Members that are byte for byte
+        those of the chunk before are not read again: folding them again changes nothing (a
+        key keeps its place, a value is replaced by the same value).
         """
         state = self.choices.get(0)
         if (
@@ -456,60 +464,70 @@ class _ChoicesFold:
             or type(parts := state.message.get("content")) is not _Parts
         ):
             return n
-        head_content = self.head_content
-        start = len(head_content)
+        head = self.head_content + b'"'
+        start = len(head) - 1
         append = parts.append
         loads = orjson.loads
         top = self.top
-        close_len = len(_CONTENT_CLOSE)
-        last_tail = b"}"
-        key = b""
-        key_len = 0
+        scalars = _SCALARS
+        quoted_close = _QUOTED_CLOSE
+        close_len = len(quoted_close)
+        # The close and the key of the one member after the choice, once there was one.
+        close = quoted_close
+        keyed_len = 0
         name = ""
         keep = False
+        last_tail: bytes | None = b"}"
         for n in range(n, len(chunks)):
             raw = chunks[n]
-            if not raw.startswith(head_content) or raw.find(b"\n", start) != len(raw) - 2 or raw[-1] != 10:
+            if not raw.startswith(head) or raw[-3:] != b"}\n\n":
                 return n
-            end = raw.find(_CONTENT_CLOSE, start)
-            if end < 0:
+            value = None
+            end = raw.find(close, start)
+            if end >= 0:
+                if keyed_len:
+                    rest = raw[end + keyed_len : -3]
+                    if 10 not in rest:
+                        try:
+                            value = loads(rest)
+                        except orjson.JSONDecodeError:
+                            pass
+            elif keyed_len:
+                end = raw.find(quoted_close, start)
+                if end < 0:
+                    return n
+            else:
                 return n
             try:
-                content = loads(raw[start:end])
+                content = loads(raw[start : end + 1])
             except orjson.JSONDecodeError:
                 return n
             if type(content) is not str:
                 return n
-            tail = raw[end + close_len : -2]
-            if tail != last_tail:
-                one = key_len and tail.startswith(key) and tail.endswith(b"}")
-                if one:
-                    try:
-                        value = loads(tail[key_len:-1])
-                    except orjson.JSONDecodeError:
-                        value = None
-                    # Only a scalar is taken so: a list or object is one level deeper in the
-                    # chunk than alone, which matters at orjson's depth limit. (A null, like
-                    # what did not read, is read the long way.)
-                    one = value is not None and type(value) is not list and type(value) is not dict
-                if one:
-                    if keep:
-                        top[name] = value
-                else:
+            if type(value) in scalars:
+                if keep:
+                    top[name] = value
+                last_tail = None
+            else:
+                tail = raw[end + close_len : -2]
+                if tail != last_tail:
+                    if 10 in tail:
+                        return n
                     after = self._members_after(tail)
                     if after is None:
                         return n
                     self._fold_after(after)
-                    key_len = 0
+                    close = quoted_close
+                    keyed_len = 0
                     if len(after) == 1:
                         name = next(iter(after))
                         # A type is read whole every time, as "error" would make it an error
                         # event; so is usage, which is not kept in ``top``.
                         if name != "type" and name != "usage":
-                            key = b"," + orjson.dumps(name) + b":"
-                            key_len = len(key)
+                            close = quoted_close + b"," + orjson.dumps(name) + b":"
+                            keyed_len = len(close)
                             keep = name not in _CHUNK_ONLY
-                last_tail = tail
+                    last_tail = tail
             append(content)
         return len(chunks)
 

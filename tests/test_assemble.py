@@ -734,6 +734,9 @@ TRICKY = {
                                         _usual("d", after=b',"ts":2,"x":null'), _usual("e", after=b',"ts":2')],
     "one key after, then two": _probes(b',"ts":3,"ts":null', b',"ts":4,"x":1', b',"ts":5,"obfuscation":"q"'),
     "one key after, then a null": _probes(b',"ts":null'),
+    "one key after, a list, a number, the list again": [*LEAD, _usual("a", after=b',"ts":[1]'),
+                                                         _usual("b", after=b',"ts":2'), _usual("c", after=b',"ts":[1]'),
+                                                         _usual("d", after=b',"ts":3'), _usual("e", after=b',"ts":[1]')],
     "one key after, then a list and an object": _probes(b',"ts":[2]', b',"ts":{"a":[]}', b',"ts":"3"'),
     # orjson reads 1024 nested lists alone, not as a member of an object.
     "one key after, then orjson's depth limit": _probes(b',"ts":' + b"[" * 1024 + b"]" * 1024,

@@ -448,13 +448,18 @@ class _ChoicesFold:
         before anything of it is folded; so does a choice 0 that is not yet a run of content
         pieces, which :meth:`add_usual` makes one.
 
-        The members after the choice: when the chunk before had one, ``"key":value``, its
-        key is looked for together with the close; a chunk that has them and then, up to
-        the ``}``, no line end and what orjson reads as one scalar, holds that one member
-        (a list or an object is left to the long way: alone it is one level less deep than
-        in the chunk, which matters at orjson's depth limit). Members that are byte for byte
-        those of the chunk before are not read again: folding them again changes nothing (a
-        key keeps its place, a value is replaced by the same value).
+        The members after the choice: once a chunk ends ``,"key":value}``, the key of its
+        last member (written with no backslash) and that member's value as orjson writes it,
+        a scalar, the bytes before that value, ``before``, are looked for together with the
+        close. A later chunk that has them and then, up to its ``}``, no line end and what
+        orjson reads as one scalar holds the same members with that one value last:
+        ``before`` ends where a value begins, not inside a string (that string's end would
+        be the scalar's first quote, which leaves its last quote open before the ``}``), so
+        the chunk is JSON exactly when the scalar is. Only that value is folded: folding the
+        members before it again would change nothing (a key keeps its place, a value is
+        replaced by the same value). A list or an object is left to the long way: alone it
+        is one level less deep than in the chunk, which matters at orjson's depth limit.
+        Members that are byte for byte those of the chunk before are not read again either.
         """
         state = self.choices.get(0)
         if (
@@ -472,7 +477,7 @@ class _ChoicesFold:
         scalars = _SCALARS
         quoted_close = _QUOTED_CLOSE
         close_len = len(quoted_close)
-        # The close and the key of the one member after the choice, once there was one.
+        # The close and the members after the choice up to the last one's value, once known.
         close = quoted_close
         keyed_len = 0
         name = ""
@@ -519,14 +524,18 @@ class _ChoicesFold:
                     self._fold_after(after)
                     close = quoted_close
                     keyed_len = 0
-                    if len(after) == 1:
-                        name = next(iter(after))
+                    if after:
+                        name = next(reversed(after))
+                        last = after[name]
                         # A type is read whole every time, as "error" would make it an error
                         # event; so is usage, which is not kept in ``top``.
-                        if name != "type" and name != "usage":
-                            close = quoted_close + b"," + orjson.dumps(name) + b":"
-                            keyed_len = len(close)
-                            keep = name not in _CHUNK_ONLY
+                        if name != "type" and name != "usage" and type(last) in scalars:
+                            key = orjson.dumps(name)
+                            last_bytes = orjson.dumps(last)
+                            if b"\\" not in key and tail.endswith(b"," + key + b":" + last_bytes + b"}"):
+                                close = quoted_close + tail[: -len(last_bytes) - 1]
+                                keyed_len = len(close)
+                                keep = name not in _CHUNK_ONLY
                     last_tail = tail
             append(content)
         return len(chunks)

@@ -750,6 +750,25 @@ TRICKY = {
     "one key after, then a line end in it": _probes(b',"ts":2\n', b',"ts":2\n\n'),
     "one key after, then invalid UTF-8": _probes(b',"ts":"\xff"', b',"ts":"\xed\xa0\x80"', b',"ts":"\x00"'),
     "one key after, then the close in it": _probes(b',"ts":"},\\"logprobs\\":null,\\"finish_reason\\":null}]"'),
+    # OpenAI's chunks with stream_options.include_usage: "usage":null, then the obfuscation.
+    "usage null, then the last value changes": [
+        *LEAD, *[_usual(c, after=b',"usage":null,"obfuscation":"%s"' % (c.encode() * 2)) for c in "abcd"],
+        _usual("e", after=b',"usage":{"total_tokens":3},"obfuscation":"e"'), _usual("f", after=b',"usage":null,"o":"f"'),
+        _usual("g", after=b',"usage":null,"obfuscation":"g","x":1'), _usual("h", after=b',"usage":null,"obfuscation":7'),
+        _usual("i", after=b',"usage":null,"obfuscation":[7]'), _usual("j", after=b',"usage":null,"obfuscation":null')],
+    "repeated keys after, then the last value changes": [
+        *LEAD, _usual("a", after=b',"x":2,"ts":1,"ts":2'), _usual("b", after=b',"x":2,"ts":1,"ts":3'),
+        _usual("c", after=b',"x":2,"ts":1,"ts":null'), _usual("d", after=b',"ts":1,"x":2,"ts":2'),
+        _usual("e", after=b',"ts":1,"x":2,"ts":3'), _usual("f", after=b',"ts":1,"x":2,"ts":2'),
+        _usual("g", after=b',"ts":1,"x":2,"ts":4')],
+    "last value not as orjson writes it": [
+        *LEAD, _usual("a", after=b',"x":1,"ts":1.5E+2'), _usual("b", after=b',"x":1,"ts":2'),
+        _usual("c", after=b',"x":1,"ts":"\\u00e9"'), _usual("d", after=b',"x":1,"ts":"e"'),
+        _usual("e", after=b',"x":1,"t\\u0073":"f"'), _usual("f", after=b',"x":1,"t\\u0073":"g"'),
+        _usual("g", after=b',"x":1,"a\\"b":1'), _usual("h", after=b',"x":1,"a\\"b":2')],
+    "a key and colon inside a string after": [
+        *LEAD, _usual("a", after=b',"x":"y,\\"ts\\":","ts":1'), _usual("b", after=b',"x":"y,\\"ts\\":","ts":2'),
+        _usual("c", after=b',"x":"y,\\"ts\\":3"'), _usual("d", after=b',"x":"y,\\"ts\\":","ts":4')],
     "type after, then an error type": [*LEAD, _usual("a", after=b',"type":"x"'), _usual("b", after=b',"type":"y"'),
                                        _usual("c", after=b',"type":"error"'), _usual("d", after=b',"type":"z"')],
     "usage after, changing": [*LEAD, _usual("a", after=b',"usage":null'), _usual("b", after=b',"usage":{"n":1}'),
@@ -763,7 +782,7 @@ TRICKY = {
 
 
 _AFTER_KEYS = st.sampled_from([b'"ts"', b'"obfuscation"', b'"type"', b'"usage"', b'"error"', b'"id"', b'"choices"',
-                                b'"t\\u0073"'])
+                                b'"t\\u0073"', b'"a\\"b"'])
 _AFTER_VALUES = st.sampled_from([
     b"1", b"2", b"-0", b"1.5", b"null", b"true", b'"x"', b'"\\u0041"', b'"error"', b'"error"', b"[1]", b'{"a":1}',
     b"1 ", b" 1", b"1,", b"1}", b"", b'"x","ts":2', b'"\xff"', b"1e400", b"18446744073709551616", b"01", b"1\n",
@@ -774,10 +793,9 @@ _AFTER_VALUES = st.sampled_from([
 @st.composite
 def _run(draw: st.DrawFn) -> list[bytes]:
     """LEAD, then mostly usual chunks whose members after the choice now repeat, now change
-    only their one value, now change otherwise, by the bytes."""
+    only their last value, now change otherwise, by the bytes."""
     events = list(LEAD)
-    key = b'"ts"'
-    after = b',"ts":0'
+    members = [(b'"ts"', b"0")]
     for _ in range(draw(st.integers(0, 25))):
         kind = draw(st.integers(0, 12))
         if kind == 0:
@@ -786,15 +804,16 @@ def _run(draw: st.DrawFn) -> list[bytes]:
         if kind < 4:
             pass
         elif kind < 8:
-            after = b"," + key + b":" + draw(_AFTER_VALUES)
+            members = [*members[:-1], (members[-1][0] if members else b'"ts"', draw(_AFTER_VALUES))]
+        elif kind < 9:
+            members = [*members[:-1], (draw(_AFTER_KEYS), draw(_AFTER_VALUES))]
         elif kind < 10:
-            key = draw(_AFTER_KEYS)
-            after = b"," + key + b":" + draw(_AFTER_VALUES)
+            members = [(draw(_AFTER_KEYS), draw(_AFTER_VALUES))]
         elif kind < 11:
-            after += b"," + draw(_AFTER_KEYS) + b":" + draw(_AFTER_VALUES)
+            members = [*members, (draw(_AFTER_KEYS), draw(_AFTER_VALUES))][-3:]
         else:
-            after = b"".join(b"," + write_json(k) + b":" + write_json(v) for k, v in draw(_AFTER))
-        event = _usual(draw(_TEXT), after=after)
+            members = [(write_json(k), write_json(v)) for k, v in draw(_AFTER)]
+        event = _usual(draw(_TEXT), after=b"".join(b"," + k + b":" + v for k, v in members))
         if draw(st.integers(0, 12)) == 0:
             event = event[:-3] + b"\n\n"
         events.append(event)

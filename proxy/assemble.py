@@ -17,6 +17,7 @@ sequence number in the recording.
 from __future__ import annotations
 
 import re
+from itertools import islice
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -141,16 +142,10 @@ def _assemble_stream(path: str, chunks: Sequence[bytes]) -> Assembled:
     # A \r anywhere is a line end too; one look at the whole body costs less than one at
     # every chunk, and the usual stream has none.
     no_cr = b"\r" not in b"".join(chunks)
-    n = -1
-    while n < last:
-        n += 1
-        raw = chunks[n]
-        if no_cr and type(fold) is _ChoicesFold and fold.head:
-            # Most of a chat stream is a run of usual content chunks: taken in one call.
-            taken = fold.add_run(chunks, n)
-            if taken > n:
-                n = taken - 1
-                continue
+    # Where the last usual content chunk was taken: the second in a row starts a run.
+    content_at = -2
+    events = enumerate(chunks)
+    for n, raw in events:
         # The usual event: one ``data:`` line holding a JSON object, then the blank line (the
         # first line end is the next to last byte, the last is a line end too). Nothing below
         # could say more about it once orjson has read it (which also checks the UTF-8), so
@@ -158,6 +153,15 @@ def _assemble_stream(path: str, chunks: Sequence[bytes]) -> Assembled:
         if no_cr and fold is not None and raw.find(b"\n", 7) == len(raw) - 2 and raw[-1] == 10:
             if type(fold) is _ChoicesFold:
                 problem = fold.add_usual(raw)
+                if problem is True:
+                    # Most of a chat stream is a run of usual content chunks, taken in one
+                    # call; one alone amid others is not worth setting a run up for.
+                    if content_at == n - 1:
+                        taken = fold.add_run(chunks, n + 1) - n - 1
+                        if taken:
+                            next(islice(events, taken - 1, None))  # skips them
+                    content_at = n
+                    continue
                 if problem is not False:
                     if problem is not None:
                         notes.append(f"chunk {n}: {problem}")
@@ -362,10 +366,11 @@ class _ChoicesFold:
         self.head = b""
         return self._fold(obj, False)
 
-    def add_usual(self, raw: bytes) -> str | None | Literal[False]:
+    def add_usual(self, raw: bytes) -> str | bool | None:
         """:meth:`add` for a usual event, one line (as the caller checked) of ``data: {``;
         what is wrong with it, if anything; False when it is not JSON, not an object, or an
-        error, all of which the general path reads and notes, or not ``data: {`` at all.
+        error, all of which the general path reads and notes, or not ``data: {`` at all;
+        True when it was the usual content chunk, taken as :meth:`add_run` takes it.
 
         The usual chunk of all, the head and then OpenAI's usual choice, one more piece of
         content (``_CONTENT_OPEN``, a JSON string, ``_CONTENT_CLOSE``), is taken here: only
@@ -394,7 +399,8 @@ class _ChoicesFold:
             return self._add_by_head(raw)
         state = self.choices.get(0)
         if (
-            state is None
+            not self.head
+            or state is None
             or type(state.fields["index"]) is not int
             or type(parts := state.message.get("content")) is not _Parts
         ):
@@ -402,7 +408,7 @@ class _ChoicesFold:
             return self._fold({"choices": [choice], **after}, True)
         parts.append(content)
         self._fold_after(after)
-        return None
+        return True
 
     def _members_after(self, tail: bytes) -> dict[str, Any] | None:
         """The members after the usual choice, from the bytes between its close and the
@@ -483,6 +489,7 @@ class _ChoicesFold:
         name = ""
         keep = False
         last_tail: bytes | None = b"}"
+        first = n
         for n in range(n, len(chunks)):
             raw = chunks[n]
             if not raw.startswith(head) or raw[-3:] != b"}\n\n":
@@ -524,7 +531,9 @@ class _ChoicesFold:
                     self._fold_after(after)
                     close = quoted_close
                     keyed_len = 0
-                    if after:
+                    # Not at the run's first chunk: a run of one (content chunks between
+                    # others) would pay for the learning and not use it.
+                    if after and n > first:
                         name = next(reversed(after))
                         last = after[name]
                         # A type is read whole every time, as "error" would make it an error

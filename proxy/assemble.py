@@ -511,10 +511,9 @@ class _ChoicesFold:
             else:
                 return n
             try:
+                # What orjson reads from a quote on is a string.
                 content = loads(raw[start : end + 1])
             except orjson.JSONDecodeError:
-                return n
-            if type(content) is not str:
                 return n
             if type(value) in scalars:
                 if keep:

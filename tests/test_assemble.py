@@ -681,20 +681,21 @@ def _usual(content: str, head: bytes = b'"id":"c","object":"chat.completion.chun
 
 
 FIRST = _usual("")
-# The chunks before a run of usual chunks can begin: one to start the content, one to learn the head.
-LEAD = [FIRST, _usual("0"), _usual("1")]
+# The chunks before a run of usual chunks has begun and is ready to learn the members after
+# the choice: one to start the content, one to learn the head, two usual content chunks in a
+# row to start the run, and the run's first.
+LEAD = [FIRST, _usual("0"), _usual("1"), _usual("2"), _usual("3"), _usual("4")]
 
 
 def _probes(*afters: bytes, end: bytes = b"}\n\n") -> list[bytes]:
     """After LEAD, usual chunks with each of ``afters`` after the choice (and ``end`` after
-    that) in a run that has learnt ``"ts"`` as its one member after the choice: two chunks
-    before each, one to find the head again should the one before have left the run, one
-    to learn the key."""
+    that) in a run that has learnt ``"ts"`` as its one member after the choice: five chunks
+    before each, as LEAD's last five, should the one before have left the run."""
     events = list(LEAD)
     for n, after in enumerate(afters):
-        events += [_usual("a", after=b',"ts":%d' % n), _usual("b", after=b',"ts":%d' % (n + 1)),
-                   _usual("c", after=after)[:-3] + end]
-    return [*events, _usual("d", after=b',"ts":7'), _usual("e", after=b',"ts":8')]
+        events += [_usual(c, after=b',"ts":%d' % (n + i)) for i, c in enumerate("abcde")]
+        events.append(_usual("f", after=after)[:-3] + end)
+    return [*events, _usual("g", after=b',"ts":7'), _usual("h", after=b',"ts":8')]
 
 
 TRICKY = {
@@ -772,7 +773,8 @@ TRICKY = {
     "type after, then an error type": [*LEAD, _usual("a", after=b',"type":"x"'), _usual("b", after=b',"type":"y"'),
                                        _usual("c", after=b',"type":"error"'), _usual("d", after=b',"type":"z"')],
     "usage after, changing": [*LEAD, _usual("a", after=b',"usage":null'), _usual("b", after=b',"usage":{"n":1}'),
-                              _usual("c", after=b',"usage":7'), _usual("d", after=b',"usage":null')],
+                              _usual("c", after=b',"usage":7'), _usual("d", after=b',"usage":8'),
+                              _usual("e", after=b',"usage":null')],
     "error after, once seen as one key": [*LEAD, _usual("a", after=b',"x":1'), _usual("b", after=b',"x":2'),
                                           _usual("c", after=b',"error":"boom"'), _usual("d", after=b',"x":3')],
     "obfuscation, then a kept key": [*LEAD, _usual("a", after=b',"obfuscation":"q"'),

@@ -17,9 +17,9 @@ sequence number in the recording.
 from __future__ import annotations
 
 import re
-from itertools import islice
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any, Literal
 
 import orjson
@@ -399,8 +399,7 @@ class _ChoicesFold:
             return self._add_by_head(raw)
         state = self.choices.get(0)
         if (
-            not self.head
-            or state is None
+            state is None
             or type(state.fields["index"]) is not int
             or type(parts := state.message.get("content")) is not _Parts
         ):
@@ -530,8 +529,8 @@ class _ChoicesFold:
                     self._fold_after(after)
                     close = quoted_close
                     keyed_len = 0
-                    # Not at the run's first chunk: a run of one (content chunks between
-                    # others) would pay for the learning and not use it.
+                    # Not at the run's first chunk: a run that ends there would pay for the
+                    # learning and not use it.
                     if after and n > first:
                         name = next(reversed(after))
                         last = after[name]

@@ -729,8 +729,8 @@ TRICKY = {
                               _usual("d")],
     "one \\r in the stream": [FIRST, _usual("a"), _usual("b", after=b',\r"ts":1'), _usual("c")],
     "content first, role later": [_usual("a"), _usual("b"), FIRST, _usual("c")],
-    # A run of usual chunks (from the fourth chunk on, see LEAD) reads the members after the
-    # choice once while they repeat, and only the value while one member's key repeats.
+    # A run of usual chunks (from LEAD's last chunk on) reads the members after the choice
+    # once while they repeat, and only the last value while the bytes before it repeat.
     "same members after, then others": [*LEAD, *[_usual(c, after=b',"ts":1,"x":null') for c in "abc"],
                                         _usual("d", after=b',"ts":2,"x":null'), _usual("e", after=b',"ts":2')],
     "one key after, then two": _probes(b',"ts":3,"ts":null', b',"ts":4,"x":1', b',"ts":5,"obfuscation":"q"'),

@@ -1,11 +1,13 @@
-"""CPU time of ``proxy.assemble.assemble`` on two chat streams, in µs per stream.
+"""CPU time of ``proxy.assemble.assemble`` on four chat streams, in µs per stream.
 
-* ``bench``: the stream ``fake_upstream.py`` serves (200 chunks with a ``ts`` field, then
-  ``[DONE]``), split into events by ``EventSplitter`` as the relay does;
+* ``bench``: the stream ``fake_upstream.py`` serves (200 chunks with a ``ts`` field, a
+  different time in each, then ``[DONE]``), split into events by ``EventSplitter`` as the relay does;
 * ``openai``: 200 chunks shaped like OpenAI's own (``service_tier``, ``system_fingerprint``,
   ``obfuscation``), then a usage chunk and ``[DONE]``;
-* ``varying``: the same with ``created`` different in every chunk, so that no two chunks
-  begin alike (the worst case for the assembler's shortcuts).
+* ``usage``: the same as OpenAI sends it with ``stream_options.include_usage``, ``"usage":null``
+  in every chunk but the last;
+* ``varying``: the same as ``openai`` with ``created`` different in every chunk, so that no two
+  chunks begin alike (the worst case for the assembler's shortcuts).
 
 ``--against REV`` also times ``proxy/assemble.py`` as it was at git revision REV, in the same
 process, the two taking turns, and prints the ratio; both must give the same result.
@@ -45,11 +47,13 @@ def split(body: bytes) -> list[bytes]:
 
 
 def bench_stream() -> list[bytes]:
-    ts = b"%d" % time.time_ns()
-    return split(b"".join(head + ts + tail for head, tail in events(200)) + DONE)
+    # As fake_upstream.py serves it: the time in every chunk, a different one.
+    ts = time.time_ns()
+    body = b"".join(b"%s%d%s" % (head, ts + i * 52_000, tail) for i, (head, tail) in enumerate(events(200)))
+    return split(body + DONE)
 
 
-def openai_stream(n: int = 200, varying: bool = False) -> list[bytes]:
+def openai_stream(n: int = 200, varying: bool = False, include_usage: bool = False) -> list[bytes]:
     def chunk(choices: list[dict[str, Any]], i: int, **extra: Any) -> bytes:
         obj = {
             "id": "chatcmpl-CXwq9ZbKq3y1kL0sQf7uV2nTjHgA8",
@@ -59,6 +63,8 @@ def openai_stream(n: int = 200, varying: bool = False) -> list[bytes]:
             "service_tier": "default",
             "system_fingerprint": "fp_560af6e559",
             "choices": choices,
+            # stream_options.include_usage: every chunk says "usage":null but the last.
+            **({"usage": None} if include_usage else {}),
             **extra,
             "obfuscation": "xY3kQ9abc12"[: 3 + i % 8],
         }
@@ -109,7 +115,12 @@ def main() -> None:
     contenders: dict[str, Assemble] = {"now": assemble}
     if args.against:
         contenders = {args.against: load_at(args.against), "now": assemble}
-    streams = [("bench", bench_stream()), ("openai", openai_stream()), ("varying", openai_stream(varying=True))]
+    streams = [
+        ("bench", bench_stream()),
+        ("openai", openai_stream()),
+        ("usage", openai_stream(include_usage=True)),
+        ("varying", openai_stream(varying=True)),
+    ]
     for name, chunks in streams:
         results = {label: fn(PATH, SSE, chunks) for label, fn in contenders.items()}
         if len({repr(r) for r in results.values()}) != 1:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any, Literal
 
 import orjson
@@ -141,7 +142,10 @@ def _assemble_stream(path: str, chunks: Sequence[bytes]) -> Assembled:
     # A \r anywhere is a line end too; one look at the whole body costs less than one at
     # every chunk, and the usual stream has none.
     no_cr = b"\r" not in b"".join(chunks)
-    for n, raw in enumerate(chunks):
+    # Where the last usual content chunk was taken: the second in a row starts a run.
+    content_at = -2
+    events = enumerate(chunks)
+    for n, raw in events:
         # The usual event: one ``data:`` line holding a JSON object, then the blank line (the
         # first line end is the next to last byte, the last is a line end too). Nothing below
         # could say more about it once orjson has read it (which also checks the UTF-8), so
@@ -149,6 +153,15 @@ def _assemble_stream(path: str, chunks: Sequence[bytes]) -> Assembled:
         if no_cr and fold is not None and raw.find(b"\n", 7) == len(raw) - 2 and raw[-1] == 10:
             if type(fold) is _ChoicesFold:
                 problem = fold.add_usual(raw)
+                if problem is True:
+                    # Most of a chat stream is a run of usual content chunks, taken in one
+                    # call; one alone amid others is not worth setting a run up for.
+                    if content_at == n - 1:
+                        taken = fold.add_run(chunks, n + 1) - n - 1
+                        if taken:
+                            next(islice(events, taken - 1, None))  # skips them
+                    content_at = n
+                    continue
                 if problem is not False:
                     if problem is not None:
                         notes.append(f"chunk {n}: {problem}")
@@ -303,6 +316,10 @@ _PLAIN_CHOICE = frozenset({"index", "delta", "logprobs", "finish_reason"})
 # OpenAI's usual chunk after the head: its one choice, around one more piece of content.
 _CONTENT_OPEN = b'"choices":[{"index":0,"delta":{"content":'
 _CONTENT_CLOSE = b'},"logprobs":null,"finish_reason":null}]'
+_QUOTED_CLOSE = b'"' + _CONTENT_CLOSE
+
+# JSON values that orjson reads alike at any depth.
+_SCALARS = frozenset({str, int, float, bool})
 
 _TOP_ORDER = ("id", "object", "created", "model", "choices", "usage", "service_tier", "system_fingerprint")
 _MESSAGE_ORDER = ("role", "content", "refusal", "tool_calls", "function_call", "annotations")
@@ -349,10 +366,11 @@ class _ChoicesFold:
         self.head = b""
         return self._fold(obj, False)
 
-    def add_usual(self, raw: bytes) -> str | None | Literal[False]:
+    def add_usual(self, raw: bytes) -> str | bool | None:
         """:meth:`add` for a usual event, one line (as the caller checked) of ``data: {``;
         what is wrong with it, if anything; False when it is not JSON, not an object, or an
-        error, all of which the general path reads and notes, or not ``data: {`` at all.
+        error, all of which the general path reads and notes, or not ``data: {`` at all;
+        True when it was the usual content chunk, taken as :meth:`add_run` takes it.
 
         The usual chunk of all, the head and then OpenAI's usual choice, one more piece of
         content (``_CONTENT_OPEN``, a JSON string, ``_CONTENT_CLOSE``), is taken here: only
@@ -376,23 +394,9 @@ class _ChoicesFold:
             return self._add_by_head(raw)
         if type(content) is not str:
             return self._add_by_head(raw)
-        tail = raw[end + len(_CONTENT_CLOSE) : -2]
-        after: dict[str, Any] = {}
-        if tail != b"}":
-            if tail[:1] != b",":
-                return self._add_by_head(raw)
-            try:
-                after = orjson.loads(b"{" + tail[1:])
-            except orjson.JSONDecodeError:
-                return self._add_by_head(raw)
-            if (
-                type(after) is not dict
-                or not after
-                or not after.keys().isdisjoint(self.head_keys)
-                or "error" in after
-                or after.get("type") == "error"
-            ):
-                return self._add_by_head(raw)
+        after = self._members_after(raw[end + len(_CONTENT_CLOSE) : -2])
+        if after is None:
+            return self._add_by_head(raw)
         state = self.choices.get(0)
         if (
             state is None
@@ -402,7 +406,33 @@ class _ChoicesFold:
             choice = {"index": 0, "delta": {"content": content}, "logprobs": None, "finish_reason": None}
             return self._fold({"choices": [choice], **after}, True)
         parts.append(content)
-        # What _fold does with the members after the choice, which are not "choices".
+        self._fold_after(after)
+        return True
+
+    def _members_after(self, tail: bytes) -> dict[str, Any] | None:
+        """The members after the usual choice, from the bytes between its close and the
+        line end; None unless they are what the general path would fold alike: members
+        that do not repeat the head's keys, none of them an error."""
+        if tail == b"}":
+            return {}
+        if tail[:1] != b",":
+            return None
+        try:
+            after = orjson.loads(b"{" + tail[1:])
+        except orjson.JSONDecodeError:
+            return None
+        if (
+            type(after) is not dict
+            or not after
+            or not after.keys().isdisjoint(self.head_keys)
+            or "error" in after
+            or after.get("type") == "error"
+        ):
+            return None
+        return after
+
+    def _fold_after(self, after: dict[str, Any]) -> None:
+        """What :meth:`_fold` does with the members after the choice, which are not "choices"."""
         top = self.top
         for key, value in after.items():
             if key in _CHUNK_ONLY:
@@ -410,7 +440,112 @@ class _ChoicesFold:
                     self.usage = value
             elif value is not None or key not in top:
                 top[key] = value
-        return None
+
+    def add_run(self, chunks: Sequence[bytes], n: int) -> int:
+        """Take the usual content chunks (see :meth:`add_usual`) from ``chunks[n]`` on, as
+        many as come in a row (the caller checked the body has no \\r); the index of the
+        first chunk not taken, which is then folded as it would be alone.
+
+        Each is taken as the head, the usual choice around a JSON string, and members after
+        it, ``}`` and the blank line, with no line end before: the string runs from the quote
+        that ends the head to the quote that begins ``_QUOTED_CLOSE``, and is taken when
+        orjson reads it as a string (which holds no line end). Anything else ends the run
+        before anything of it is folded; so does a choice 0 that is not yet a run of content
+        pieces, which :meth:`add_usual` makes one.
+
+        The members after the choice: once a chunk ends ``,"key":value}``, the key of its
+        last member (written with no backslash) and that member's value as orjson writes it,
+        a scalar, the bytes before that value, ``before``, are looked for together with the
+        close. A later chunk that has them and then, up to its ``}``, no line end and what
+        orjson reads as one scalar holds the same members with that one value last:
+        ``before`` ends where a value begins, not inside a string (that string's end would
+        be the scalar's first quote, which leaves its last quote open before the ``}``), so
+        the chunk is JSON exactly when the scalar is. Only that value is folded: folding the
+        members before it again would change nothing (a key keeps its place, a value is
+        replaced by the same value). A list or an object is left to the long way: alone it
+        is one level less deep than in the chunk, which matters at orjson's depth limit.
+        Members that are byte for byte those of the chunk before are not read again either.
+        """
+        state = self.choices.get(0)
+        if (
+            not self.head
+            or state is None
+            or type(state.fields["index"]) is not int
+            or type(parts := state.message.get("content")) is not _Parts
+        ):
+            return n
+        head = self.head_content + b'"'
+        start = len(head) - 1
+        append = parts.append
+        loads = orjson.loads
+        top = self.top
+        scalars = _SCALARS
+        quoted_close = _QUOTED_CLOSE
+        close_len = len(quoted_close)
+        # The close and the members after the choice up to the last one's value, once known.
+        close = quoted_close
+        keyed_len = 0
+        name = ""
+        keep = False
+        last_tail: bytes | None = b"}"
+        first = n
+        for n in range(n, len(chunks)):
+            raw = chunks[n]
+            if not raw.startswith(head) or raw[-3:] != b"}\n\n":
+                return n
+            value = None
+            end = raw.find(close, start)
+            if end >= 0:
+                if keyed_len:
+                    rest = raw[end + keyed_len : -3]
+                    if 10 not in rest:
+                        try:
+                            value = loads(rest)
+                        except orjson.JSONDecodeError:
+                            pass
+            elif keyed_len:
+                end = raw.find(quoted_close, start)
+                if end < 0:
+                    return n
+            else:
+                return n
+            try:
+                # What orjson reads from a quote on is a string.
+                content = loads(raw[start : end + 1])
+            except orjson.JSONDecodeError:
+                return n
+            if type(value) in scalars:
+                if keep:
+                    top[name] = value
+                last_tail = None
+            else:
+                tail = raw[end + close_len : -2]
+                if tail != last_tail:
+                    if 10 in tail:
+                        return n
+                    after = self._members_after(tail)
+                    if after is None:
+                        return n
+                    self._fold_after(after)
+                    close = quoted_close
+                    keyed_len = 0
+                    # Not at the run's first chunk: a run that ends there would pay for the
+                    # learning and not use it.
+                    if after and n > first:
+                        name = next(reversed(after))
+                        last = after[name]
+                        # A type is read whole every time, as "error" would make it an error
+                        # event; so is usage, which is not kept in ``top``.
+                        if name != "type" and name != "usage" and type(last) in scalars:
+                            key = orjson.dumps(name)
+                            last_bytes = orjson.dumps(last)
+                            if b"\\" not in key and tail.endswith(b"," + key + b":" + last_bytes + b"}"):
+                                close = quoted_close + tail[: -len(last_bytes) - 1]
+                                keyed_len = len(close)
+                                keep = name not in _CHUNK_ONLY
+                    last_tail = tail
+            append(content)
+        return len(chunks)
 
     def _add_by_head(self, raw: bytes) -> str | None | Literal[False]:
         """:meth:`add_usual` for any usual event but the usual content chunk.

@@ -681,6 +681,23 @@ def _usual(content: str, head: bytes = b'"id":"c","object":"chat.completion.chun
 
 
 FIRST = _usual("")
+# The chunks before a run of usual chunks has begun and is ready to learn the members after
+# the choice: one to start the content, one to learn the head, two usual content chunks in a
+# row to start the run, and the run's first.
+LEAD = [FIRST, _usual("0"), _usual("1"), _usual("2"), _usual("3"), _usual("4")]
+
+
+def _probes(*afters: bytes, end: bytes = b"}\n\n") -> list[bytes]:
+    """After LEAD, usual chunks with each of ``afters`` after the choice (and ``end`` after
+    that) in a run that has learnt ``"ts"`` as its one member after the choice: five chunks
+    before each, as LEAD's last five, should the one before have left the run."""
+    events = list(LEAD)
+    for n, after in enumerate(afters):
+        events += [_usual(c, after=b',"ts":%d' % (n + i)) for i, c in enumerate("abcde")]
+        events.append(_usual("f", after=after)[:-3] + end)
+    return [*events, _usual("g", after=b',"ts":7'), _usual("h", after=b',"ts":8')]
+
+
 TRICKY = {
     # A repeat after the choices replaces the head's value, as orjson reads it.
     "repeated id after": [FIRST, _usual("a"), _usual("b"), _usual("c", after=b',"id":"other"'), _usual("d")],
@@ -712,7 +729,103 @@ TRICKY = {
                               _usual("d")],
     "one \\r in the stream": [FIRST, _usual("a"), _usual("b", after=b',\r"ts":1'), _usual("c")],
     "content first, role later": [_usual("a"), _usual("b"), FIRST, _usual("c")],
+    # A run of usual chunks (from LEAD's last chunk on) reads the members after the choice
+    # once while they repeat, and only the last value while the bytes before it repeat.
+    "same members after, then others": [*LEAD, *[_usual(c, after=b',"ts":1,"x":null') for c in "abc"],
+                                        _usual("d", after=b',"ts":2,"x":null'), _usual("e", after=b',"ts":2')],
+    "one key after, then two": _probes(b',"ts":3,"ts":null', b',"ts":4,"x":1', b',"ts":5,"obfuscation":"q"'),
+    "one key after, then a null": _probes(b',"ts":null'),
+    "one key after, a list, a number, the list again": [*LEAD, _usual("a", after=b',"ts":[1]'),
+                                                         _usual("b", after=b',"ts":2'), _usual("c", after=b',"ts":[1]'),
+                                                         _usual("d", after=b',"ts":3'), _usual("e", after=b',"ts":[1]')],
+    "one key after, then a list and an object": _probes(b',"ts":[2]', b',"ts":{"a":[]}', b',"ts":"3"'),
+    # orjson reads 1024 nested lists alone, not as a member of an object.
+    "one key after, then orjson's depth limit": _probes(b',"ts":' + b"[" * 1024 + b"]" * 1024,
+                                                        b',"ts":' + b"[" * 1023 + b"]" * 1023),
+    "one key after, then not one value": _probes(b',"ts":3}', b',"ts":4,', b',"ts":', b',"ts":5 "x"', b',"ts":6]'),
+    "one key after, then no end": _probes(b',"ts":56', b',"ts":5 ', end=b"\n\n"),
+    "one key after, then spelled otherwise": _probes(b',"ts": 2 ', b',"t\\u0073":3', b',"tsx":3', b',"t":3'),
+    "one key after, then numbers orjson may not read": _probes(
+        b',"ts":18446744073709551616', b',"ts":-9223372036854775809', b',"ts":1e400', b',"ts":-0.0', b',"ts":01',
+        b',"ts":NaN', b',"ts":true', b',"ts":1.5E+2'),
+    "one key after, then a line end in it": _probes(b',"ts":2\n', b',"ts":2\n\n'),
+    "one key after, then invalid UTF-8": _probes(b',"ts":"\xff"', b',"ts":"\xed\xa0\x80"', b',"ts":"\x00"'),
+    "one key after, then the close in it": _probes(b',"ts":"},\\"logprobs\\":null,\\"finish_reason\\":null}]"'),
+    # OpenAI's chunks with stream_options.include_usage: "usage":null, then the obfuscation.
+    "usage null, then the last value changes": [
+        *LEAD, *[_usual(c, after=b',"usage":null,"obfuscation":"%s"' % (c.encode() * 2)) for c in "abcd"],
+        _usual("e", after=b',"usage":{"total_tokens":3},"obfuscation":"e"'), _usual("f", after=b',"usage":null,"o":"f"'),
+        _usual("g", after=b',"usage":null,"obfuscation":"g","x":1'), _usual("h", after=b',"usage":null,"obfuscation":7'),
+        _usual("i", after=b',"usage":null,"obfuscation":[7]'), _usual("j", after=b',"usage":null,"obfuscation":null')],
+    "repeated keys after, then the last value changes": [
+        *LEAD, _usual("a", after=b',"x":2,"ts":1,"ts":2'), _usual("b", after=b',"x":2,"ts":1,"ts":3'),
+        _usual("c", after=b',"x":2,"ts":1,"ts":null'), _usual("d", after=b',"ts":1,"x":2,"ts":2'),
+        _usual("e", after=b',"ts":1,"x":2,"ts":3'), _usual("f", after=b',"ts":1,"x":2,"ts":2'),
+        _usual("g", after=b',"ts":1,"x":2,"ts":4')],
+    "last value not as orjson writes it": [
+        *LEAD, _usual("a", after=b',"x":1,"ts":1.5E+2'), _usual("b", after=b',"x":1,"ts":2'),
+        _usual("c", after=b',"x":1,"ts":"\\u00e9"'), _usual("d", after=b',"x":1,"ts":"e"'),
+        _usual("e", after=b',"x":1,"t\\u0073":"f"'), _usual("f", after=b',"x":1,"t\\u0073":"g"'),
+        _usual("g", after=b',"x":1,"a\\"b":1'), _usual("h", after=b',"x":1,"a\\"b":2')],
+    "a key and colon inside a string after": [
+        *LEAD, _usual("a", after=b',"x":"y,\\"ts\\":","ts":1'), _usual("b", after=b',"x":"y,\\"ts\\":","ts":2'),
+        _usual("c", after=b',"x":"y,\\"ts\\":3"'), _usual("d", after=b',"x":"y,\\"ts\\":","ts":4')],
+    "type after, then an error type": [*LEAD, _usual("a", after=b',"type":"x"'), _usual("b", after=b',"type":"y"'),
+                                       _usual("c", after=b',"type":"error"'), _usual("d", after=b',"type":"z"')],
+    "usage after, changing": [*LEAD, _usual("a", after=b',"usage":null'), _usual("b", after=b',"usage":{"n":1}'),
+                              _usual("c", after=b',"usage":7'), _usual("d", after=b',"usage":8'),
+                              _usual("e", after=b',"usage":null')],
+    "error after, once seen as one key": [*LEAD, _usual("a", after=b',"x":1'), _usual("b", after=b',"x":2'),
+                                          _usual("c", after=b',"error":"boom"'), _usual("d", after=b',"x":3')],
+    "obfuscation, then a kept key": [*LEAD, _usual("a", after=b',"obfuscation":"q"'),
+                                     _usual("b", after=b',"obfuscation":"qq"'), _usual("c", after=b',"ts":1'),
+                                     _usual("d", after=b',"ts":2'), _usual("e", after=b',"obfuscation":"q"')],
 }
+
+
+_AFTER_KEYS = st.sampled_from([b'"ts"', b'"obfuscation"', b'"type"', b'"usage"', b'"error"', b'"id"', b'"choices"',
+                                b'"t\\u0073"', b'"a\\"b"'])
+_AFTER_VALUES = st.sampled_from([
+    b"1", b"2", b"-0", b"1.5", b"null", b"true", b'"x"', b'"\\u0041"', b'"error"', b'"error"', b"[1]", b'{"a":1}',
+    b"1 ", b" 1", b"1,", b"1}", b"", b'"x","ts":2', b'"\xff"', b"1e400", b"18446744073709551616", b"01", b"1\n",
+    b"[" * 1024 + b"]" * 1024, b"[" * 1023 + b"]" * 1023,
+])
+
+
+@st.composite
+def _run(draw: st.DrawFn) -> list[bytes]:
+    """LEAD, then mostly usual chunks whose members after the choice now repeat, now change
+    only their last value, now change otherwise, by the bytes."""
+    events = list(LEAD)
+    members = [(b'"ts"', b"0")]
+    for _ in range(draw(st.integers(0, 25))):
+        kind = draw(st.integers(0, 12))
+        if kind == 0:
+            events.append(draw(_chunk()))
+            continue
+        if kind < 4:
+            pass
+        elif kind < 8:
+            members = [*members[:-1], (members[-1][0] if members else b'"ts"', draw(_AFTER_VALUES))]
+        elif kind < 9:
+            members = [*members[:-1], (draw(_AFTER_KEYS), draw(_AFTER_VALUES))]
+        elif kind < 10:
+            members = [(draw(_AFTER_KEYS), draw(_AFTER_VALUES))]
+        elif kind < 11:
+            members = [*members, (draw(_AFTER_KEYS), draw(_AFTER_VALUES))][-3:]
+        else:
+            members = [(write_json(k), write_json(v)) for k, v in draw(_AFTER)]
+        event = _usual(draw(_TEXT), after=b"".join(b"," + k + b":" + v for k, v in members))
+        if draw(st.integers(0, 12)) == 0:
+            event = event[:-3] + b"\n\n"
+        events.append(event)
+    return events
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(events=_run())
+def test_runs_of_usual_chunks_read_as_the_general_path(events: list[bytes]) -> None:
+    assert same(assemble(CHAT.path, SSE, events), assemble(CHAT.path, SSE, general(events)))
 
 
 @pytest.mark.parametrize("events", list(TRICKY.values()), ids=list(TRICKY))

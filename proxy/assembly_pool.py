@@ -20,9 +20,10 @@ import contextlib
 import logging
 import pickle
 import sys
+import zlib
 from collections.abc import Sequence
 
-from proxy.assembly_worker import LENGTH, Assembled, Packed, write_frame
+from proxy.assembly_worker import LENGTH, Assembled, Packed, frame, unframe
 from proxy.record import Record
 
 __all__ = ["AssemblyPool"]
@@ -35,8 +36,9 @@ _TIMEOUT = 60.0
 
 def _pack(rec: Record) -> Packed:
     rec.seal()
-    assert rec.packed is not None
-    return rec.path, rec.content_type, rec.request_body, rec.packed
+    packed = rec.packed
+    assert packed is not None
+    return rec.path, rec.content_type, rec.request_body, packed.body, packed.encoding, packed.chunk_ends
 
 
 class _Worker:
@@ -66,10 +68,10 @@ class _Worker:
 
     async def run(self, items: list[Packed]) -> list[Assembled]:
         async with self._turn:
-            self.stdin.write(write_frame(pickle.dumps(items, protocol=5)))
+            self.stdin.write(frame(items))
             await self.stdin.drain()
             (size,) = LENGTH.unpack(await self.stdout.readexactly(LENGTH.size))
-            results: list[Assembled] = pickle.loads(await self.stdout.readexactly(size))
+            results: list[Assembled] = unframe(await self.stdout.readexactly(size))
         if len(results) != len(items):
             raise ValueError(f"worker answered {len(results)} of {len(items)}")
         return results
@@ -120,7 +122,9 @@ class AssemblyPool:
             answers = await asyncio.wait_for(
                 asyncio.gather(*(self._run(i, p) for i, p in parts)), self.timeout
             )
-        except (OSError, EOFError, asyncio.IncompleteReadError, TimeoutError, ValueError, pickle.UnpicklingError) as exc:
+        except (
+            OSError, EOFError, asyncio.IncompleteReadError, TimeoutError, ValueError, pickle.UnpicklingError, zlib.error
+        ) as exc:
             log.warning("an assembly worker failed (%r); replacing it, assembling this batch here", exc)
             await self._reset()
             return False

@@ -19,7 +19,7 @@ import orjson
 
 from proxy.assemble import reply_text
 
-__all__ = ["PackedChunks", "body_size", "chunk_count", "pack_body", "pack_chunks", "search_text", "unpack_chunks"]
+__all__ = ["PackedChunks", "body_size", "chunk_count", "deflate", "pack_body", "pack_chunks", "search_text", "unpack_chunks"]
 
 _BIG = sys.byteorder == "big"
 
@@ -70,6 +70,11 @@ def _compress(body: bytes, fast: Callable[[bytes, int], bytes] | None = _FAST_DE
         out += z.compress(view[_PROBE:])
     out += z.flush()
     return out if len(out) < len(body) else None
+
+
+def deflate(data: bytes) -> bytes:
+    """``data`` in zlib's format at level 1 (stdlib ``zlib.decompress`` reads it back)."""
+    return _FAST_DEFLATE(data, 1) if _FAST_DEFLATE is not None else zlib.compress(data, 1)
 
 
 def pack_chunks(chunks: Sequence[bytes], offsets_ms: Sequence[float]) -> PackedChunks:

@@ -246,6 +246,16 @@ class Recorder:
         """Recordings waiting in memory, in batches."""
         return self.depth / self.batch_size
 
+    def _worth_starting_next(self) -> bool:
+        """Enough waits to assemble beside this batch's insert: a quarter batch, or what has
+        lingered its time. Under load that keeps the worker and the database busy at once
+        (waiting for a whole batch, the two took turns and the lag grew past a second);
+        under light load the batch still lingers to fill, a transaction per few recordings
+        costing far more CPU each."""
+        if not self._pending:
+            return False
+        return len(self._pending) >= self.batch_size // 4 or time.monotonic() - self._pending[0][1] >= _LINGER
+
     def _assemble_next(self) -> _Ahead:
         """Take the next batch out of ``_pending`` and start assembling it."""
         backlog = self._backlog()
@@ -267,8 +277,8 @@ class Recorder:
             assembling.cancel()
             self._spool_now(batch)
             raise
-        if may_try_db and len(self._pending) >= self.batch_size:
-            # A whole batch waits: its assembly (in a worker process) runs while this one is written.
+        if may_try_db and self._worth_starting_next():
+            # The next batch's assembly (in a worker process) runs while this one is written.
             self._ahead = self._assemble_next()
         if not may_try_db:
             if not self._spool_now(batch):

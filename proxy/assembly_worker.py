@@ -4,7 +4,7 @@ Reads length-prefixed batches of packed recordings on stdin, writes each batch's
 back on stdout, and exits at the end of its input (its parent closed the pipe or died). A frame is
 pickled, then compressed: a batch's answer (200 replies and search texts, ~0.7 MB) no longer fits
 the pipe's buffer (uvloop's are socketpairs of ~200 KB), and every refill waited for a turn of the
-relay's busy event loop; compressed, it crosses in one (~60 KB, ~1 ms to pack and unpack).
+relay's busy event loop; compressed, it crosses in one (tens of KB, ~1 ms to pack and unpack).
 It imports the fold and nothing heavier (no asyncio, whose ssl alone weighs some 9 MB): it is a
 second process on a small machine. The pool imports the frame format from here.
 """

@@ -8,6 +8,9 @@ which imports the fold and nothing else): each recording crosses a pipe packed a
 stores it (one compressed body and its chunk ends, not 200 objects), and comes back as its reply,
 notes and search text, a batch a frame, compressed.
 
+Given the batch's rows too (``Store.direct_write``, for a SQLite file), the worker also writes
+them and answers only whether that worked.
+
 A worker that dies, hangs or answers nonsense is killed and replaced for the next batch, and that
 batch is assembled in this process instead: no recording is lost, or left unassembled, because a
 worker went away.
@@ -18,15 +21,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import pickle
 import sys
-import zlib
 from collections.abc import Sequence
 
-from proxy.assembly_worker import LENGTH, Assembled, Packed, frame, unframe
+from proxy.assembly_worker import LENGTH, Answer, Job, Packed, WriteTo, frame, unframe
 from proxy.record import Record
 
-__all__ = ["AssemblyPool"]
+__all__ = ["AssemblyPool", "DatabaseRefused"]
 
 log = logging.getLogger("streamproxy.assembly")
 
@@ -39,6 +40,14 @@ def _pack(rec: Record) -> Packed:
     packed = rec.packed
     assert packed is not None
     return rec.path, rec.content_type, rec.request_body, packed.body, packed.encoding, packed.chunk_ends
+
+
+class DatabaseRefused(Exception):
+    """The database refused a worker's write of a batch; the batch is assembled, not written."""
+
+    def __init__(self, message: str, *, outage: bool) -> None:
+        super().__init__(message)
+        self.outage = outage  # locked, read-only, unreachable: the database, not the records, is at fault
 
 
 class _Worker:
@@ -63,18 +72,23 @@ class _Worker:
             start_new_session=True,
         )
         worker = cls(proc)
-        await worker.run([])  # up, and answering
+        await worker.run(([], None))  # up, and answering
         return worker
 
-    async def run(self, items: list[Packed]) -> list[Assembled]:
+    async def run(self, job: Job) -> Answer:
         async with self._turn:
-            self.stdin.write(frame(items))
+            self.stdin.write(frame(job))
             await self.stdin.drain()
             (size,) = LENGTH.unpack(await self.stdout.readexactly(LENGTH.size))
-            results: list[Assembled] = unframe(await self.stdout.readexactly(size))
-        if len(results) != len(items):
+            answer: Answer = unframe(await self.stdout.readexactly(size))
+        items, write = job
+        results, refusal = answer
+        # Replies come back unless the worker wrote them.
+        if (results is not None) != (write is None or refusal is not None):
+            raise ValueError("worker answered out of turn")
+        if results is not None and len(results) != len(items):
             raise ValueError(f"worker answered {len(results)} of {len(items)}")
-        return results
+        return answer
 
     async def stop(self, *, kill: bool = False) -> None:
         if self.proc.returncode is None:
@@ -108,23 +122,28 @@ class AssemblyPool:
             worker = self._workers[i] = await _Worker.spawn()
         return worker
 
-    async def assemble(self, records: Sequence[Record]) -> bool:
-        """Fill in ``reply`` and ``notes`` of each record not yet assembled. False if a worker
-        failed (it is replaced for the next batch); the caller then assembles in-process."""
+    async def assemble(self, records: Sequence[Record], write: WriteTo | None = None) -> bool:
+        """Fill in ``reply`` and ``notes`` of each record not yet assembled; or, given ``write``
+        (the rows of ``records``, none of them assembled), have the workers write them too, each
+        its share in a transaction, and fill in nothing. False if a worker failed (it is replaced
+        for the next batch); the caller then assembles in-process (and writes). Raises
+        ``DatabaseRefused`` if the database refused a share: the records are assembled then,
+        except those of shares it accepted."""
         todo = [r for r in records if not r.assembled]
         if not todo:
             return True
+        if write is not None and len(todo) != len(records):
+            raise ValueError("only a batch with none of its records assembled is written by a worker")
         packed = [_pack(r) for r in todo]
         share = -(-len(packed) // self.size)
-        parts = [(i, packed[i * share : (i + 1) * share]) for i in range(self.size)]
-        parts = [(i, p) for i, p in parts if p]
+        shares = [(i, slice(i * share, (i + 1) * share)) for i in range(self.size) if i * share < len(packed)]
+        jobs: list[tuple[int, Job]] = [
+            (i, (packed[s], None if write is None else write._replace(rows=write.rows[s], body_rows=write.body_rows[s])))
+            for i, s in shares
+        ]
         try:
-            answers = await asyncio.wait_for(
-                asyncio.gather(*(self._run(i, p) for i, p in parts)), self.timeout
-            )
-        except (
-            OSError, EOFError, asyncio.IncompleteReadError, TimeoutError, ValueError, pickle.UnpicklingError, zlib.error
-        ) as exc:
+            answers = await asyncio.wait_for(asyncio.gather(*(self._run(i, job) for i, job in jobs)), self.timeout)
+        except Exception as exc:  # noqa: BLE001 - a dead, stuck or confused worker, or a bug here: the recorder assembles
             log.warning("an assembly worker failed (%r); replacing it, assembling this batch here", exc)
             await self._reset()
             return False
@@ -135,16 +154,20 @@ class AssemblyPool:
                     w.proc.kill()
             self._workers = [None] * self.size
             raise
-        results = [r for answer in answers for r in answer]
-        for rec, (reply, notes, text) in zip(todo, results, strict=True):
-            rec.reply = reply
-            rec.notes.extend(notes)
-            rec.search_text = text
-            rec.assembled = True
+        refusal: tuple[str, bool] | None = None
+        for (_, s), (results, refused) in zip(shares, answers, strict=True):
+            refusal = refusal or refused
+            for rec, (reply, notes, text) in zip(todo[s], results or (), strict=results is not None):
+                rec.reply = reply
+                rec.notes.extend(notes)
+                rec.search_text = text
+                rec.assembled = True
+        if refusal is not None:
+            raise DatabaseRefused(refusal[0], outage=refusal[1])
         return True
 
-    async def _run(self, i: int, items: list[Packed]) -> list[Assembled]:
-        return await (await self._worker(i)).run(items)
+    async def _run(self, i: int, job: Job) -> Answer:
+        return await (await self._worker(i)).run(job)
 
     async def _reset(self) -> None:
         """Kill every worker: after a failure none is known to be between frames."""

@@ -7,21 +7,31 @@ the pipe's buffer (uvloop's are socketpairs of ~200 KB), and every refill waited
 relay's busy event loop; compressed, it crosses in one (tens of KB, ~1 ms to pack and unpack).
 It imports the fold and nothing heavier (no asyncio, whose ssl alone weighs some 9 MB): it is a
 second process on a small machine. The pool imports the frame format from here.
+
+With a SQLite file, a batch comes with its rows (``WriteTo``), and the worker writes them itself
+once it has assembled them, with its own connection: then only whether that worked comes back.
+Serve's thread neither unpacks 200 replies nor binds and inserts them, and no insert waits on
+the GIL of a busy event loop (the slowest stage under load when serve wrote every batch).
 """
 
 from __future__ import annotations
 
 import pickle
+import sqlite3
 import struct
 import sys
 import zlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
-from proxy.assemble import assemble
-from proxy.prepare import deflate, search_text, unpack_chunks
+from proxy.assemble import assemble, usage_tokens
+from proxy.prepare import deflate, json_text, search_text, unpack_chunks
+from proxy.sqlite_batch import RowsInsert, connect, write_batch
 
-__all__ = ["LENGTH", "Assembled", "Packed", "assemble_packed", "frame", "read_frame", "unframe"]
+__all__ = [
+    "LENGTH", "Answer", "Assembled", "Job", "Packed", "WriteTo", "assemble_packed", "frame", "read_frame", "run_job",
+    "unframe",
+]
 
 # What one recording sends: path, content type, request body, and its body and chunk ends as stored
 # (compressed: a 50 KB stream crosses the pipe as ~1 KB); not the chunk offsets, which the fold
@@ -29,6 +39,27 @@ __all__ = ["LENGTH", "Assembled", "Packed", "assemble_packed", "frame", "read_fr
 Packed = tuple[str, str | None, bytes, bytes, str, bytes]
 # What comes back: the reply, the notes, the search text.
 Assembled = tuple[dict[str, Any] | None, list[str], str]
+
+
+
+class WriteTo(NamedTuple):
+    """A batch's rows, for the worker to write once it has assembled them (``Store.direct_write``)."""
+
+    database: str  # the SQLite file
+    recordings: RowsInsert
+    bodies: RowsInsert
+    # Where a ``recordings`` row holds the reply, the notes, the prompt and completion tokens and
+    # the search text, which the worker fills in; the notes' place holds the notes made so far.
+    assembled_at: tuple[int, int, int, int, int]
+    rows: list[tuple[Any, ...]]  # ``recordings`` rows, bound for the driver
+    body_rows: list[tuple[Any, ...]]  # ``recording_bodies`` rows, bound for the driver
+
+
+# What the worker is asked: the packed recordings, and their rows when it is to write them.
+Job = tuple[list[Packed], WriteTo | None]
+# What it answers: each recording's reply, notes and search text (None once written), and the
+# database's refusal if it refused the write: its message, and whether it looks like an outage.
+Answer = tuple[list[Assembled] | None, tuple[str, bool] | None]
 
 LENGTH = struct.Struct("<Q")
 
@@ -67,12 +98,48 @@ def assemble_packed(items: Sequence[Packed]) -> list[Assembled]:
     return out
 
 
+def _filled(write: WriteTo, results: Sequence[Assembled]) -> list[tuple[Any, ...]]:
+    """The ``recordings`` rows with what assembly made, bound as the store binds them."""
+    reply_at, notes_at, prompt_at, completion_at, text_at = write.assembled_at
+    out: list[tuple[Any, ...]] = []
+    for row, (reply, notes, text) in zip(write.rows, results, strict=True):
+        values = list(row)
+        values[prompt_at], values[completion_at] = usage_tokens(reply)
+        values[reply_at] = json_text(reply)
+        values[notes_at] = json_text([*values[notes_at], *notes] or None)
+        values[text_at] = text
+        out.append(tuple(values))
+    return out
+
+
+def run_job(job: Job, connections: dict[str, sqlite3.Connection]) -> Answer:
+    """Assemble a batch and, when asked, write it (``connections`` keeps one per file between batches)."""
+    items, write = job
+    results = assemble_packed(items)
+    if write is None:
+        return results, None
+    try:
+        db = connections.get(write.database)
+        if db is None:
+            db = connections[write.database] = connect(write.database)
+        write_batch(db, write.recordings.statements(_filled(write, results)) + write.bodies.statements(write.body_rows))
+    except sqlite3.Error as exc:
+        # A fresh connection next time: this one may be what is wrong (a file replaced under it).
+        bad = connections.pop(write.database, None)
+        if bad is not None:
+            bad.close()
+        outage = isinstance(exc, (sqlite3.OperationalError, sqlite3.InterfaceError))
+        return results, ((str(exc).splitlines() or [repr(exc)])[0], outage)
+    return None, None
+
+
 def main() -> None:
     out = sys.stdout.buffer
     sys.stdout = sys.stderr  # the pipe carries frames only
     read = sys.stdin.buffer.read
+    connections: dict[str, sqlite3.Connection] = {}
     while (payload := read_frame(read)) is not None:
-        out.write(frame(assemble_packed(unframe(payload))))
+        out.write(frame(run_job(unframe(payload), connections)))
         out.flush()
 
 

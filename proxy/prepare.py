@@ -19,7 +19,9 @@ import orjson
 
 from proxy.assemble import reply_text
 
-__all__ = ["PackedChunks", "body_size", "chunk_count", "deflate", "pack_body", "pack_chunks", "search_text", "unpack_chunks"]
+__all__ = [
+    "PackedChunks", "body_size", "chunk_count", "deflate", "json_text", "pack_body", "pack_chunks", "search_text", "unpack_chunks"
+]
 
 _BIG = sys.byteorder == "big"
 
@@ -129,6 +131,11 @@ def unpack_chunks(body: bytes, encoding: str, ends_raw: bytes, offsets_raw: byte
         chunks.append(body[start:end])
         start = end
     return chunks, list(offs)
+
+
+def json_text(value: Any) -> str:
+    """A JSON column's value as stored (the engine's serializer, and the assembly worker's)."""
+    return orjson.dumps(value).decode()
 
 
 def search_text(request_body: bytes, reply: dict[str, Any] | None) -> str:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from proxy.assemble import assemble
-from proxy.assembly_pool import AssemblyPool
+from proxy.assembly_pool import AssemblyPool, DatabaseRefused
 from proxy.record import Record
 from proxy.spool import Spool
 from proxy.store.queries import Store
@@ -48,8 +48,8 @@ _OVERFLOW_SHARE = 4
 _STRIKES = 3
 
 
-# A batch taken from the queue, its enqueue times, and its assembly under way.
-_Ahead = tuple[list[Record], list[float], "asyncio.Future[None]"]
+# A batch taken from the queue, its enqueue times, and its assembly (and write) under way.
+_Ahead = tuple[list[Record], list[float], "asyncio.Future[bool]"]
 
 
 @dataclass(slots=True)
@@ -237,10 +237,16 @@ class Recorder:
                 await asyncio.wait_for(self._full.wait(), wait)
         self._full.clear()
 
-    async def _assemble(self, batch: list[Record], backlog: float) -> None:
-        if self.pool is not None and await self.pool.assemble(batch):
-            return
+    async def _assemble(self, batch: list[Record], backlog: float, *, write: bool = False) -> bool:
+        """Assemble the batch; True when an assembly worker wrote it to the database too (asked
+        to ``write``, with a SQLite file). Raises ``DatabaseRefused`` if the database refused
+        the worker's write."""
+        if self.pool is not None:
+            rows = self.store.direct_write(batch) if write and not any(r.assembled for r in batch) else None
+            if await self.pool.assemble(batch, rows):
+                return rows is not None
         await _assemble_in_slices(batch, backlog)
+        return False
 
     def _backlog(self) -> float:
         """Recordings waiting in memory, in batches."""
@@ -256,8 +262,8 @@ class Recorder:
             return False
         return len(self._pending) >= self.batch_size // 4 or time.monotonic() - self._pending[0][1] >= _LINGER
 
-    def _assemble_next(self) -> _Ahead:
-        """Take the next batch out of ``_pending`` and start assembling it."""
+    def _assemble_next(self, *, write: bool) -> _Ahead:
+        """Take the next batch out of ``_pending`` and start assembling (and writing) it."""
         backlog = self._backlog()
         batch: list[Record] = []
         times: list[float] = []
@@ -266,20 +272,36 @@ class Recorder:
             self._pending_bytes -= _size(rec)
             batch.append(rec)
             times.append(t)
-        return batch, times, asyncio.ensure_future(self._assemble(batch, backlog))
+        return batch, times, asyncio.ensure_future(self._assemble(batch, backlog, write=write))
 
     async def _write_pending(self, may_try_db: bool) -> None:
-        ahead, self._ahead = self._ahead or self._assemble_next(), None
+        ahead, self._ahead = self._ahead or self._assemble_next(write=may_try_db), None
         batch, times, assembling = ahead
+        refused_whole: DatabaseRefused | None = None
         try:
-            await assembling
+            written = await assembling
         except asyncio.CancelledError:
             assembling.cancel()
             self._spool_now(batch)
             raise
+        except DatabaseRefused as exc:
+            written, refused_whole = False, exc
         if may_try_db and self._worth_starting_next():
             # The next batch's assembly (in a worker process) runs while this one is written.
-            self._ahead = self._assemble_next()
+            self._ahead = self._assemble_next(write=True)
+        if written:
+            self._written(batch, times, [])
+            return
+        if refused_whole is not None:
+            if refused_whole.outage:
+                # Trying again from here would wait out the same lock or failure a second time.
+                self._db_failed(refused_whole)
+                self._spool_now(batch)
+                return
+            # A record the database refuses: the store's insert below finds which, and sets it
+            # aside. Records of a share another worker wrote come back unassembled.
+            for r in batch:
+                ensure_assembled(r)
         if not may_try_db:
             if not self._spool_now(batch):
                 # Neither the database nor the disk takes them: wait for the next database attempt
@@ -295,6 +317,9 @@ class Recorder:
             self._db_failed(exc)
             self._spool_now(batch)
             return
+        self._written(batch, times, refused)
+
+    def _written(self, batch: list[Record], times: list[float], refused: list[tuple[Record, BaseException]]) -> None:
         self._db_recovered()
         self._quarantine(refused)
         self.stats.written += len(batch) - len(refused)

@@ -26,6 +26,13 @@ from tests.processes import ServeProcess
 from tests.test_relay import PIECES, REQUEST, chat_events
 
 
+@pytest.fixture(params=[0, 1], ids=["serve-writes", "worker-writes"])
+async def proxy(proxy_factory: ProxyFactory, request: pytest.FixtureRequest) -> RunningProxy:
+    """The proxy writing its recordings itself, and with an assembly worker, which writes the
+    batches it assembles into the SQLite file itself: every fault below must cost neither any."""
+    return await proxy_factory(assembly_workers=request.param)
+
+
 @contextlib.asynccontextmanager
 async def store_at(db_url: str) -> AsyncIterator[Store]:
     engine = await open_store(db_url, create=False)

@@ -17,7 +17,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from proxy.errors import StoreError
+from proxy.prepare import json_text
 from proxy.settings import mask_url, sqlite_path
+from proxy.sqlite_batch import BUSY_TIMEOUT, SESSION_PRAGMAS
 
 __all__ = ["MIGRATIONS_DIR", "create_engine", "current_revision", "head_revision", "migrate", "open_store"]
 
@@ -27,16 +29,12 @@ if TYPE_CHECKING:
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent.parent / "migrations"
 
 
-def _json_dumps(obj: Any) -> str:
-    return orjson.dumps(obj).decode()
-
-
 def create_engine(db_url: str, *, pool_size: int = 5) -> AsyncEngine:
     """An async engine with orjson for JSON columns; SQLite in WAL mode with a busy timeout, new files
     with 16 KB pages."""
-    kwargs: dict[str, Any] = {"json_serializer": _json_dumps, "json_deserializer": orjson.loads}
+    kwargs: dict[str, Any] = {"json_serializer": json_text, "json_deserializer": orjson.loads}
     if db_url.startswith("sqlite"):
-        engine = create_async_engine(db_url, connect_args={"timeout": 5}, **kwargs)
+        engine = create_async_engine(db_url, connect_args={"timeout": BUSY_TIMEOUT}, **kwargs)
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -47,8 +45,8 @@ def create_engine(db_url: str, *, pool_size: int = 5) -> AsyncEngine:
             # pages; 16 KB pages hold them, and an insert costs less CPU (README, "Performance").
             cur.execute("PRAGMA page_size=16384")
             cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA foreign_keys=ON")
+            for pragma in SESSION_PRAGMAS:
+                cur.execute(pragma)
             cur.close()
 
         return engine

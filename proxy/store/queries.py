@@ -6,16 +6,19 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Select, bindparam, delete, func, select
+from sqlalchemy import LargeBinary, Select, bindparam, delete, func, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from proxy.assemble import usage_tokens
 from proxy.filters import Filters
 from proxy.prepare import body_size, chunk_count, pack_chunks, search_text, unpack_chunks
+from proxy.assembly_worker import WriteTo
 from proxy.record import Outcome, Record
+from proxy.sqlite_batch import RowsInsert, write_batch
 from proxy.store.models import RecordingBodyRow, RecordingRow
 from proxy.store.search import newest_matching, search_clause
 
@@ -50,10 +53,17 @@ def _text(value: str | None) -> str | None:
     return value.replace("\x00", "\ufffd") if value and "\x00" in value else value
 
 
-def _row_values(rec: Record) -> tuple[dict[str, Any], dict[str, Any]]:
+# What assembly makes of a recording (``WriteTo.assembled_at``).
+_ASSEMBLED = ("reply", "notes", "prompt_tokens", "completion_tokens", "search_text")
+
+
+def _row_values(rec: Record, *, assembled: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The recording's two rows; with ``assembled=False``, None for what assembly makes of it."""
     prompt, completion = usage_tokens(rec.reply)
     packed = rec.packed or pack_chunks(rec.chunks, rec.offsets_ms)
-    text = rec.search_text if rec.search_text is not None else search_text(rec.request_body, rec.reply)
+    text = None
+    if assembled:
+        text = rec.search_text if rec.search_text is not None else search_text(rec.request_body, rec.reply)
     row = {
         "id": rec.id,
         "started_at": _utc(rec.started_at),
@@ -116,14 +126,6 @@ def _to_record(row: RecordingRow, body: RecordingBodyRow | None) -> Record:
     )
 
 
-# Rows per SQLite statement, at most: 256 x 25 columns stays under SQLite's limit of 32766
-# parameters (3.32 and later; 32 rows under the 999 of older ones). Statements come in
-# power-of-two sizes because the driver caches each distinct statement with its last parameters
-# (bodies included) still bound: arbitrary sizes kept hundreds of MB alive (bodies are
-# compressed now, a few KB each).
-_MAX_ROWS_PER_STATEMENT = 256 if sqlite3.sqlite_version_info >= (3, 32) else 32
-
-
 class _DriverInsert:
     """``INSERT … ON CONFLICT (id) DO NOTHING`` into every column of a table, run at the driver
     level: SQLAlchemy compiles it once and supplies each column's value conversion (JSON through
@@ -154,39 +156,36 @@ class _DriverInsert:
         # Both drivers take positional parameters (``?`` for SQLite, ``$n`` for asyncpg).
         assert compiled.positiontup is not None
         self.sql = str(compiled)
-        self.columns = [(name, table.c[name].type.dialect_impl(dialect).bind_processor(dialect)) for name in compiled.positiontup]
+        self.names = list(compiled.positiontup)
+        # Bytes go to both drivers as they are: SQLite's binary processor only wraps them in a
+        # memoryview, which cannot be pickled to an assembly worker.
+        self.columns = [
+            (name, None if isinstance(table.c[name].type, LargeBinary) else table.c[name].type.dialect_impl(dialect).bind_processor(dialect))
+            for name in self.names
+        ]
         head, values, rest = self.sql.partition(" VALUES ")
         group, on_conflict, tail = rest.partition(" ON CONFLICT")
         assert values and on_conflict
-        self._head, self._group, self._tail = f"{head} VALUES ", group, on_conflict + tail
+        self.rows = RowsInsert(f"{head} VALUES ", group, on_conflict + tail)
+
+    def bind(self, row: dict[str, Any]) -> tuple[Any, ...]:
+        """A row's values in column order, as the driver takes them."""
+        return tuple(row[name] if convert is None else convert(row[name]) for name, convert in self.columns)
 
     def statements(self, rows: Sequence[dict[str, Any]]) -> list[tuple[str, Any]]:
         """(SQL, parameters) to run: on PostgreSQL one executemany, on SQLite multi-row statements."""
-        params = [
-            tuple(row[name] if convert is None else convert(row[name]) for name, convert in self.columns) for row in rows
-        ]
+        params = [self.bind(row) for row in rows]
         if not self.many_rows:
             return [(self.sql, params)]
-        out: list[tuple[str, Any]] = []
-        start = 0
-        while start < len(params):
-            size = 1 << (min(len(params) - start, _MAX_ROWS_PER_STATEMENT).bit_length() - 1)
-            part = params[start : start + size]
-            out.append((self._head + ", ".join([self._group] * size) + self._tail, tuple(v for row in part for v in row)))
-            start += size
-        return out
+        return self.rows.statements(params)
 
 
-def _write_sqlite(db: sqlite3.Connection, statements: list[tuple[str, Any]]) -> None:
-    """Runs in the SQLite driver's thread: the whole batch in one transaction, one hand-over."""
-    db.execute("BEGIN IMMEDIATE")  # the write lock now, waiting out a busy database like any write
-    try:
-        for sql, params in statements:
-            db.execute(sql, params)
-    except BaseException:
-        db.rollback()
-        raise
-    db.commit()
+def _sqlite_file(engine: AsyncEngine) -> str | None:
+    """The SQLite file another process can open as this engine does; None for anything else."""
+    url = engine.url
+    if engine.dialect.name != "sqlite" or not url.database or url.database == ":memory:" or url.query:
+        return None
+    return str(Path(url.database).resolve())
 
 
 class Store:
@@ -198,6 +197,25 @@ class Store:
         self._dialect = engine.dialect.name
         self._row_insert = _DriverInsert(engine, RecordingRow.__table__)
         self._body_insert = _DriverInsert(engine, RecordingBodyRow.__table__)
+        self._file = _sqlite_file(engine)
+        self._assembled_at = tuple(self._row_insert.names.index(name) for name in _ASSEMBLED)
+
+    def direct_write(self, records: Sequence[Record]) -> WriteTo | None:
+        """The rows of ``records`` (none assembled yet) for an assembly worker to fill in and write
+        into the SQLite file itself; None on PostgreSQL or an in-memory database."""
+        if self._file is None:
+            return None
+        notes_at = self._assembled_at[1]
+        rows: list[tuple[Any, ...]] = []
+        bodies: list[tuple[Any, ...]] = []
+        for rec in records:
+            row, body = _row_values(rec, assembled=False)
+            bound = list(self._row_insert.bind(row))
+            bound[notes_at] = list(rec.notes)  # the worker adds its own to these
+            rows.append(tuple(bound))
+            bodies.append(self._body_insert.bind(body))
+        at = self._assembled_at
+        return WriteTo(self._file, self._row_insert.rows, self._body_insert.rows, (at[0], at[1], at[2], at[3], at[4]), rows, bodies)
 
     async def insert(self, records: Sequence[Record]) -> None:
         """Insert in one transaction; a recording whose id is already stored is left as it is."""
@@ -215,7 +233,7 @@ class Store:
             db = getattr(driver, "_connection", None)
             if self._dialect == "sqlite" and callable(in_thread) and isinstance(db, sqlite3.Connection):
                 try:
-                    await in_thread(_write_sqlite, db, statements)
+                    await in_thread(write_batch, db, statements)
                 except sqlite3.Error as exc:
                     raise DBAPIError.instance(statements[0][0], None, exc, sqlite3.Error) from exc
                 return

@@ -98,7 +98,15 @@ def split_reads(reads: Sequence[bytes], times: Sequence[float]) -> SplitStream:
     body = b"".join(reads)
     if b"\r" in body:
         return _split_read_by_read(body, reads, times)
-    parts = body.split(b"\n\n")
+    # Split at every line end, which CPython does with memchr, twice as fast as at every blank
+    # line: when every other piece is empty, each event is one line and a blank one (as OpenAI's
+    # are), and the pieces between are the events without their blank lines, as the slower split
+    # at blank lines would give them.
+    parts = body.split(b"\n")
+    if len(parts) & 1 and not any(parts[1::2]):
+        parts = parts[::2]
+    else:
+        parts = body.split(b"\n\n")
     ends = list(accumulate(map((2).__add__, map(len, parts))))
     ends.pop()  # the rest, after the last blank line: no blank line ends it
     read_ends = list(accumulate(map(len, reads)))

@@ -171,7 +171,25 @@ class Relay:
         event_stream = False
         reads: list[bytes] = []
         read_ms: list[float] = []  # when each read arrived, for an event stream
-        last_read = loop_start
+        last_read = loop_start  # then, when the relay next waited for upstream
+        writing = False
+        watch: asyncio.TimerHandle | None = None
+        idle_limit = self.settings.read_timeout
+
+        def watch_upstream() -> None:
+            """Break the stream off once upstream has said nothing for ``read_timeout`` while the
+            relay waited for it (not while it waited for the client: that is the client's pace)."""
+            nonlocal watch
+            if writing:  # a period later, the write is most likely done
+                watch = loop.call_later(idle_limit, watch_upstream)
+                return
+            due = last_read + idle_limit
+            if loop.time() < due:
+                watch = loop.call_at(due, watch_upstream)
+                return
+            assert upstream is not None
+            upstream.content.set_exception(aiohttp.ServerTimeoutError(f"no bytes from upstream for {idle_limit:g} s"))
+
         try:
             try:
                 upstream = await self.session.request(
@@ -190,6 +208,13 @@ class Relay:
                 return self._before_headers(rec, 502, f"upstream unreachable: {exc}", "upstream_unreachable")
 
             rec.status = upstream.status
+            # aiohttp's own read timeout (sock_read) re-arms a timer at every read, ~1 µs each, 20
+            # to 40 a stream; from here on one watchdog a period does it (the headers' was armed).
+            connection = upstream.connection
+            if connection is not None and connection.protocol is not None:
+                connection.protocol.read_timeout = None
+            last_read = loop.time()
+            watch = loop.call_at(last_read + idle_limit, watch_upstream)
             resp = web.StreamResponse(status=upstream.status, reason=upstream.reason)
             for raw_name, raw_value in upstream.raw_headers:
                 name = raw_name.decode("latin-1")
@@ -202,10 +227,12 @@ class Relay:
             await resp.prepare(request)
 
             async for data in upstream.content.iter_any():
+                writing = True
                 try:
                     await resp.write(data)
                 except ConnectionError as exc:
                     raise _ClientGone from exc
+                writing = False
                 # Written first; timed after the bytes are on their way, split into events at the end.
                 last_read = loop.time()
                 if rec.ttfb_ms is None:
@@ -252,6 +279,8 @@ class Relay:
             cut(request)
             return resp
         finally:
+            if watch is not None:
+                watch.cancel()
             if upstream is not None:
                 upstream.release()
             if event_stream and reads:

@@ -116,6 +116,26 @@ async def test_silence_after_headers_closes_the_stream_as_upstream_error(
     await still_serves(fake_upstream, proxy)
 
 
+async def test_a_client_slower_than_the_read_timeout_is_not_upstream_silence(
+    proxy_factory: ProxyFactory, fake_upstream: FakeUpstream
+) -> None:
+    """Upstream sends more than the sockets hold; the client stops reading for longer than the read
+    timeout. The relay then waits on the client, not on upstream: the stream must go on whole."""
+    filler = "x" * 8000
+    events = [b"data: " + orjson.dumps({"choices": [{"index": 0, "delta": {"content": filler}}]}) + b"\n\n"] * 2000
+    fake_upstream.sse("/v1/chat/completions", events)
+    proxy = await proxy_factory(read_timeout=0.3)
+    async with aiohttp.ClientSession() as s:
+        async with s.post(proxy.base_url + "/chat/completions", json=REQUEST) as r:
+            first = await r.content.read(1000)
+            await asyncio.sleep(1.5)  # some 16 MB wait upstream of the proxy: its writes to us block
+            body = first + await asyncio.wait_for(r.content.read(), 30)
+            rec_id = r.headers["X-Recording-Id"]
+    assert body == b"".join(events)
+    rec = await recording(proxy, rec_id)
+    assert rec.outcome == "complete" and rec.error is None and len(rec.chunks) == len(events)
+
+
 @pytest.mark.parametrize(
     ("status", "sdk_error"),
     [(400, openai.BadRequestError), (401, openai.AuthenticationError), (429, openai.RateLimitError), (503, openai.InternalServerError)],

@@ -41,7 +41,6 @@ Packed = tuple[str, str | None, bytes, bytes, str, bytes]
 Assembled = tuple[dict[str, Any] | None, list[str], str]
 
 
-
 class WriteTo(NamedTuple):
     """A batch's rows, for the worker to write once it has assembled them (``Store.direct_write``)."""
 

@@ -145,9 +145,11 @@ scan(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (!is_list && !PyTuple_CheckExact(chunks))
         return Py_BuildValue("(nO)", n, Py_None);
 
+    if (n < 0) {
+        PyErr_SetString(PyExc_ValueError, "scan(): n must not be negative");
+        return NULL;
+    }
     PyObject *value = NULL;  /* the last keyed value taken */
-    if (n < 0)
-        n = 0;
     for (;;) {
         /* Re-read every time: allocating may run a collection, and that arbitrary code. */
         Py_ssize_t count = is_list ? PyList_GET_SIZE(chunks) : PyTuple_GET_SIZE(chunks);

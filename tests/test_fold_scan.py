@@ -244,6 +244,8 @@ def test_wrong_arguments_raise() -> None:
         _fold_scan.scan([], 0, HEAD, CLOSE, 0, b"}", ())  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         _fold_scan.scan([], 0, b"no quote", CLOSE, 0, b"}", [])
+    with pytest.raises(ValueError):
+        _fold_scan.scan([], -1, HEAD, CLOSE, 0, b"}", [])
 
 
 # --- assemble() with the scan and without it -------------------------------------------------

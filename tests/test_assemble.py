@@ -3,6 +3,7 @@ its bytes were split and however badly the stream ends."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -10,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from proxy import assemble as assemble_module
 from proxy.assemble import Assembled, assemble, reply_text, usage_tokens
 from proxy.render import render_recording
 from proxy.sse import EventSplitter
@@ -26,6 +28,26 @@ from tests.shapes import (
 )
 
 SSE = "text/event-stream"
+
+
+@pytest.fixture(scope="module", autouse=True, params=["c_scan", "python_loop"])
+def fold_scan(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every test here runs twice: with the C scan of a run of usual chunks, and with the
+    pure-Python loop it stands in for (as where proxy._fold_scan was not built). Module-scoped,
+    as hypothesis wants, and put back as it was afterwards."""
+    saved = assemble_module._scan
+    if request.param == "c_scan":
+        if saved is None:
+            pytest.skip("proxy._fold_scan is not built")
+        yield
+        return
+    assemble_module._scan = None
+    try:
+        yield
+    finally:
+        assemble_module._scan = saved
+
+
 ALL_SHAPES = list(SHAPES.values())
 CHAT = SHAPES["chat_simple"]
 RESPONSES = SHAPES["responses_text"]

@@ -92,7 +92,7 @@ def test_dockerfile_installs_with_the_readme_command_and_serves() -> None:
     assert installs[0] == readme_installs[0], (installs, readme_installs)
 
     copied = {src for line in lines if line.startswith("COPY") for src in shlex.split(line)[1:-1]}
-    assert {"pyproject.toml", "README.md", "proxy", "migrations"} <= copied  # what pip install -e . needs
+    assert {"pyproject.toml", "setup.py", "README.md", "proxy", "migrations"} <= copied  # what pip install -e . needs
     assert lines[-1] == 'CMD ["streamproxy", "serve"]'
     env = dict(re.findall(r"(STREAMPROXY_\w+)=(\S+)", " ".join(line for line in lines if line.startswith("ENV"))))
     assert f"EXPOSE {env['STREAMPROXY_PORT']}" in lines and env["STREAMPROXY_HOST"] == "0.0.0.0"

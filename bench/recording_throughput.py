@@ -11,8 +11,9 @@ The recorder shares the event loop with the relay, so the table also shows the l
 loop was blocked while the writer worked (``stall max``): that long, no stream got a byte.
 
 CPU per recording, in microseconds: ``CPU`` is the whole process (the recorder's assembly, the
-inserts, SQLite itself, the watcher's ticks; paced, building the records too), ``insert`` the
-process's CPU while a ``Store.insert`` was running (clean under the max load, where nothing else
+inserts, SQLite itself, the watcher's ticks; paced, building the records too; the assembly
+worker, which also writes SQLite batches, included), ``insert`` the process's CPU while a
+``Store.insert`` was running (PostgreSQL, or SQLite without a worker) (clean under the max load, where nothing else
 runs then), ``server`` PostgreSQL's backend processes for the bench database (read from
 ``/proc``: a server on this machine only).
 
@@ -51,20 +52,17 @@ from proxy.store import Store, open_store
 
 
 class TimedStore(Store):
-    """The real store, noting when each recording's batch committed and the CPU its inserts took."""
+    """The real store, noting the CPU its own inserts took (none where the assembly worker writes
+    SQLite batches itself)."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         super().__init__(engine)
-        self.committed: dict[str, float] = {}
         self.insert_cpu = 0.0
 
     async def insert(self, records: Sequence[Record]) -> None:
         cpu = time.process_time()
         await super().insert(records)
         self.insert_cpu += time.process_time() - cpu
-        now = time.monotonic()
-        for r in records:
-            self.committed[r.id] = now
 
 
 def _chunk(i: int) -> bytes:
@@ -165,9 +163,11 @@ async def run_load(
     if pool is not None:
         await pool.start()
     with tempfile.TemporaryDirectory() as spool_dir:
-        recorder = Recorder(store, Spool(Path(spool_dir)), buffer_bytes=2 * 1024**3, batch_size=batch, pool=pool)
+        lags: list[float] = []  # submit to commit, as the recorder reports it for /metrics
+        recorder = Recorder(
+            store, Spool(Path(spool_dir)), buffer_bytes=2 * 1024**3, batch_size=batch, pool=pool, observe_lag=lags.append
+        )
         await recorder.start()
-        submitted: dict[str, float] = {}
         worst = [0.0]
         watcher = asyncio.create_task(_watch_loop(worst))
         server_before = await _server_cpu(engine)
@@ -177,7 +177,6 @@ async def run_load(
                 cpu = cpu_seconds(os.getpid())
                 start = time.monotonic()
                 for r in records:
-                    submitted[r.id] = time.monotonic()
                     recorder.submit(r)
             else:
                 cpu = cpu_seconds(os.getpid())
@@ -185,9 +184,7 @@ async def run_load(
                 for i in range(count):
                     # Pace against the clock, not by sleeping a fixed step: building records takes time too.
                     await asyncio.sleep(max(0.0, start + i / rate - time.monotonic()))
-                    r = make_record(chunks)
-                    submitted[r.id] = time.monotonic()
-                    recorder.submit(r)
+                    recorder.submit(make_record(chunks))
             await recorder.drain()
             elapsed = time.monotonic() - start
             cpu = cpu_seconds(os.getpid()) - cpu
@@ -198,7 +195,6 @@ async def run_load(
             if pool is not None:
                 await pool.close()
             await engine.dispose()
-    lags = [store.committed[i] - t for i, t in submitted.items() if i in store.committed]
     load = "max" if rate is None else f"paced {rate:g}/s"
     server = None
     if server_before is not None and server_after is not None:

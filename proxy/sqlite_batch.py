@@ -51,7 +51,7 @@ class RowsInsert:
 
 def connect(path: str) -> sqlite3.Connection:
     """A connection to write batches with (the assembly worker's)."""
-    db = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
+    db = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None)
     for pragma in SESSION_PRAGMAS:
         db.execute(pragma)
     return db

@@ -14,9 +14,9 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from proxy.assemble import usage_tokens
+from proxy.assembly_worker import WriteTo
 from proxy.filters import Filters
 from proxy.prepare import body_size, chunk_count, pack_chunks, search_text, unpack_chunks
-from proxy.assembly_worker import WriteTo
 from proxy.record import Outcome, Record
 from proxy.sqlite_batch import RowsInsert, write_batch
 from proxy.store.models import RecordingBodyRow, RecordingRow
@@ -198,7 +198,8 @@ class Store:
         self._row_insert = _DriverInsert(engine, RecordingRow.__table__)
         self._body_insert = _DriverInsert(engine, RecordingBodyRow.__table__)
         self._file = _sqlite_file(engine)
-        self._assembled_at = tuple(self._row_insert.names.index(name) for name in _ASSEMBLED)
+        reply, notes, prompt, completion, text = (self._row_insert.names.index(name) for name in _ASSEMBLED)
+        self._assembled_at = (reply, notes, prompt, completion, text)
 
     def direct_write(self, records: Sequence[Record]) -> WriteTo | None:
         """The rows of ``records`` (none assembled yet) for an assembly worker to fill in and write
@@ -214,8 +215,7 @@ class Store:
             bound[notes_at] = list(rec.notes)  # the worker adds its own to these
             rows.append(tuple(bound))
             bodies.append(self._body_insert.bind(body))
-        at = self._assembled_at
-        return WriteTo(self._file, self._row_insert.rows, self._body_insert.rows, (at[0], at[1], at[2], at[3], at[4]), rows, bodies)
+        return WriteTo(self._file, self._row_insert.rows, self._body_insert.rows, self._assembled_at, rows, bodies)
 
     async def insert(self, records: Sequence[Record]) -> None:
         """Insert in one transaction; a recording whose id is already stored is left as it is."""

@@ -18,9 +18,11 @@ from typing import Any, NamedTuple, cast
 import orjson
 
 from proxy.assemble import reply_text
+from proxy.sse import split_reads
 
 __all__ = [
-    "PackedChunks", "body_size", "chunk_count", "deflate", "json_text", "pack_body", "pack_chunks", "search_text", "unpack_chunks"
+    "PackedChunks", "body_size", "chunk_count", "deflate", "json_text", "pack_body", "pack_chunks", "pack_reads", "search_text",
+    "unpack_chunks",
 ]
 
 _BIG = sys.byteorder == "big"
@@ -94,10 +96,42 @@ def pack_body(body: bytes, ends: Iterable[int], offsets_ms: Sequence[float], *, 
     if _BIG:
         ends_arr.byteswap()
         offs.byteswap()
+    return _packed(body, ends_arr.tobytes(), offs.tobytes(), compress)
+
+
+def _packed(body: bytes, ends: bytes, offsets: bytes, compress: bool) -> PackedChunks:
     compressed = _compress(body) if compress else None
     if compressed is None:
-        return PackedChunks(body, _RAW, ends_arr.tobytes(), offs.tobytes())
-    return PackedChunks(compressed, _ZLIB, ends_arr.tobytes(), offs.tobytes())
+        return PackedChunks(body, _RAW, ends, offsets)
+    return PackedChunks(compressed, _ZLIB, ends, offsets)
+
+
+SplitPacked = Callable[[list[bytes], list[float]], tuple[bytes, bytes, bytes] | None]
+
+
+def _c_split() -> SplitPacked | None:
+    try:
+        from proxy._sse_split import split_packed
+    except ImportError:  # not built (no compiler where it was installed): Python splits
+        return None
+    return split_packed
+
+
+_SPLIT_PACKED = _c_split()
+
+
+def pack_reads(
+    reads: list[bytes], times: list[float], *, compress: bool = True, split: SplitPacked | None = _SPLIT_PACKED
+) -> PackedChunks:
+    """An event stream's ``reads`` (read ``i`` came at ``times[i]``) split into its events by
+    :func:`~proxy.sse.split_reads` and packed by :func:`pack_body`, in one pass in C
+    (``proxy._sse_split``) where it is built and the stream has no ``\\r``: the relay does this
+    for every stream, on its thread."""
+    done = split(reads, times) if split is not None else None
+    if done is None:
+        return pack_body(*split_reads(reads, times), compress=compress)
+    body, ends, offsets = done
+    return _packed(body, ends, offsets, compress)
 
 
 def chunk_count(packed: PackedChunks) -> int:

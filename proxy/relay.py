@@ -25,11 +25,10 @@ from proxy.errors import error_response
 from proxy.ids import new_id
 from proxy.matching import UNPARSED, match_key
 from proxy.metrics import Metrics
-from proxy.prepare import pack_body
+from proxy.prepare import pack_reads
 from proxy.record import Outcome, Record
 from proxy.recorder import Recorder
 from proxy.settings import Settings
-from proxy.sse import split_reads
 
 __all__ = ["HOP_BY_HOP", "Relay", "RuntimeState", "cut", "new_record"]
 
@@ -285,7 +284,7 @@ class Relay:
                 upstream.release()
             if event_stream and reads:
                 # Sealed here, from the body and the event ends: no event becomes an object of its own.
-                rec.packed = pack_body(*split_reads(reads, read_ms), compress=record)
+                rec.packed = pack_reads(reads, read_ms, compress=record)
             elif reads:
                 rec.chunks.append(b"".join(reads))
                 rec.offsets_ms.append((last_read - loop_start) * 1000.0)

@@ -30,11 +30,11 @@ needs_scan = pytest.mark.skipif(_fold_scan is None, reason="proxy._fold_scan is 
 
 
 def test_the_accelerator_is_built_where_required() -> None:
-    """CI sets STREAMPROXY_REQUIRE_FOLD_SCAN=1: there a missing build fails instead of
+    """CI sets STREAMPROXY_REQUIRE_C_EXTENSIONS=1: there a missing build fails instead of
     leaving every stream to the slower pure-Python loop unnoticed."""
     if _fold_scan is None:
-        if os.environ.get("STREAMPROXY_REQUIRE_FOLD_SCAN") == "1":
-            pytest.fail("proxy._fold_scan is not built (STREAMPROXY_REQUIRE_FOLD_SCAN=1)", pytrace=False)
+        if os.environ.get("STREAMPROXY_REQUIRE_C_EXTENSIONS") == "1":
+            pytest.fail("proxy._fold_scan is not built (STREAMPROXY_REQUIRE_C_EXTENSIONS=1)", pytrace=False)
         pytest.skip("proxy._fold_scan is not built")
     assert assemble_module._scan is _fold_scan.scan
 

@@ -1,0 +1,3 @@
+"""proxy.sse.split_reads for a stream with no \\r, in C, packed (proxy/_sse_split.c)."""
+
+def split_packed(reads: list[bytes], times: list[float], /) -> tuple[bytes, bytes, bytes] | None: ...

@@ -115,3 +115,32 @@ async def test_spool_bytes_grow_while_the_database_refuses_writes(
     text, samples = await scrape(proxy)
     assert value(samples, "streamproxy_spool_bytes") > 0
     assert API_KEY not in text
+
+
+def test_a_histogram_exposes_what_prometheus_clients_own_would() -> None:
+    """The per-request histograms are plain counts turned into a family at scrape time; what a
+    scrape shows is what ``prometheus_client.Histogram`` shows for the same values."""
+    import random
+
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client import Histogram as ClientHistogram
+
+    from proxy.metrics import Histogram
+
+    bounds = (0.005, 0.01, 0.5, 1, 2.5, 600)
+    ours = Histogram("h_seconds", "doc", bounds)
+    registry = CollectorRegistry()
+    theirs = ClientHistogram("h_seconds", "doc", buckets=bounds, registry=registry)
+    rng = random.Random(7)
+    for value in [0.0, 0.005, 0.01, 1.0, 600.0, 601.0, *(rng.uniform(0, 700) for _ in range(300))]:
+        ours.observe(value)
+        theirs.observe(value)
+    ours_registry = CollectorRegistry()
+
+    class One:
+        def collect(self):  # type: ignore[no-untyped-def]
+            yield ours.family()
+
+    ours_registry.register(One())  # type: ignore[arg-type]
+    expected = [line for line in generate_latest(registry).decode().splitlines() if "_created" not in line]
+    assert generate_latest(ours_registry).decode().splitlines() == expected

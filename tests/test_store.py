@@ -167,3 +167,27 @@ async def test_a_sqlite_batch_is_written_in_one_hand_over_to_the_driver(db_url: 
         assert got is not None and got.chunks == recs[-1].chunk_list()[0]
     finally:
         await engine.dispose()
+
+
+@pytest.mark.parametrize("db_url", ["sqlite", "postgresql"], indirect=True)
+async def test_a_batch_of_any_size_lands_whole_many_rows_to_a_statement(db_url: str) -> None:
+    """Both backends insert many rows per statement, in power-of-two parts (PostgreSQL's
+    placeholders numbered on through every row): every row of an odd-sized batch lands with its
+    own values, a recording already stored is left as it is, even twice in one batch."""
+    engine = await open_store(db_url, create=True)
+    try:
+        store = Store(engine)
+        first = make_record("first question", "already here")
+        await store.insert([first])
+        recs = [make_record(f"question {i}", f"answer number {i}") for i in range(1037)]  # 1024 + 8 + 4 + 1
+        again = make_record("first question", "a second answer")
+        again.id = first.id
+        await store.insert([*recs[:500], again, *recs[500:], again])
+        assert await store.count() == 1038
+        for rec in (recs[0], recs[511], recs[1023], recs[1024], recs[-1]):
+            got = await store.get(rec.id)
+            assert got is not None and got.request_body == rec.request_body and got.chunks == rec.chunk_list()[0]
+        kept = await store.get(first.id)
+        assert kept is not None and kept.chunks == first.chunk_list()[0]
+    finally:
+        await engine.dispose()

@@ -184,6 +184,9 @@ class _DriverInsert:
         return self.rows.statements(params)
 
 
+_PLACEHOLDER = re.compile(r"\$(\d+)")
+
+
 class _NumberedRows:
     """:class:`RowsInsert` for asyncpg, whose placeholders are numbered (``$1``, ``$2``, …) on
     through every row of a statement. Statements come in power-of-two sizes, so asyncpg prepares
@@ -198,12 +201,13 @@ class _NumberedRows:
     def sql(self, size: int) -> str:
         sql = self._sql.get(size)
         if sql is None:
-            groups = [
-                re.sub(r"\$(\d+)", lambda m, shift=i * self.width: f"${int(m.group(1)) + shift}", self.rows.group)
-                for i in range(size)
-            ]
+            groups = [self._group(i * self.width) for i in range(size)]
             sql = self._sql[size] = self.rows.head + ", ".join(groups) + self.rows.tail
         return sql
+
+    def _group(self, shift: int) -> str:
+        """One row's placeholders, each numbered ``shift`` on."""
+        return _PLACEHOLDER.sub(lambda m: f"${int(m[1]) + shift}", self.rows.group)
 
     def statements(self, params: list[tuple[Any, ...]]) -> list[tuple[str, Any]]:
         out: list[tuple[str, Any]] = []

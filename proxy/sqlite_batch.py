@@ -8,11 +8,11 @@ a small machine and must not load SQLAlchemy for this.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["BUSY_TIMEOUT", "SESSION_PRAGMAS", "RowsInsert", "connect", "write_batch"]
+__all__ = ["BUSY_TIMEOUT", "SESSION_PRAGMAS", "RowsInsert", "Statements", "connect", "in_parts", "write_batch"]
 
 # Set on every connection (the file's own settings, WAL and page size, are set when it is made).
 SESSION_PRAGMAS = ("PRAGMA synchronous=NORMAL", "PRAGMA foreign_keys=ON")
@@ -28,6 +28,18 @@ _MAX_ROWS_PER_STATEMENT = 256 if sqlite3.sqlite_version_info >= (3, 32) else 32
 Statements = list[tuple[str, tuple[Any, ...]]]
 
 
+def in_parts(rows: Sequence[tuple[Any, ...]], most: int, sql: Callable[[int], str]) -> Statements:
+    """``rows`` many to a statement, in parts of power-of-two sizes up to ``most``, largest first:
+    each part's SQL (``sql(size)``) and its rows' values in one flat tuple."""
+    out: Statements = []
+    start = 0
+    while start < len(rows):
+        size = 1 << (min(len(rows) - start, most).bit_length() - 1)
+        out.append((sql(size), tuple(v for row in rows[start : start + size] for v in row)))
+        start += size
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class RowsInsert:
     """``INSERT INTO t (…) VALUES (?, …), (?, …) … ON CONFLICT …``, in its three parts: what comes
@@ -39,14 +51,10 @@ class RowsInsert:
 
     def statements(self, rows: Sequence[tuple[Any, ...]]) -> Statements:
         """(SQL, parameters) for ``rows``, already bound (each a tuple in column order)."""
-        out: Statements = []
-        start = 0
-        while start < len(rows):
-            size = 1 << (min(len(rows) - start, _MAX_ROWS_PER_STATEMENT).bit_length() - 1)
-            part = rows[start : start + size]
-            out.append((self.head + ", ".join([self.group] * size) + self.tail, tuple(v for row in part for v in row)))
-            start += size
-        return out
+        return in_parts(rows, _MAX_ROWS_PER_STATEMENT, self.sql)
+
+    def sql(self, size: int) -> str:
+        return self.head + ", ".join([self.group] * size) + self.tail
 
 
 def connect(path: str) -> sqlite3.Connection:

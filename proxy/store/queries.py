@@ -19,7 +19,7 @@ from proxy.assembly_worker import WriteTo
 from proxy.filters import Filters
 from proxy.prepare import body_size, chunk_count, pack_chunks, search_text, unpack_chunks
 from proxy.record import Outcome, Record
-from proxy.sqlite_batch import RowsInsert, write_batch
+from proxy.sqlite_batch import RowsInsert, Statements, in_parts, write_batch
 from proxy.store.models import RecordingBodyRow, RecordingRow
 from proxy.store.search import newest_matching, search_clause
 
@@ -141,10 +141,10 @@ class _DriverInsert:
 
     def __init__(self, engine: AsyncEngine, table: Any) -> None:
         dialect = engine.dialect
-        self.many_rows = dialect.name == "sqlite"
+        on_sqlite = dialect.name == "sqlite"
         # Each dialect's module is imported only where it is used: PostgreSQL's weighs ~2 MB.
         ins: Any
-        if self.many_rows:
+        if on_sqlite:
             from sqlalchemy.dialects import sqlite
 
             ins = sqlite.insert(table)
@@ -158,7 +158,7 @@ class _DriverInsert:
         compiled = stmt.compile(dialect=dialect)
         # Both drivers take positional parameters (``?`` for SQLite, ``$n`` for asyncpg).
         assert compiled.positiontup is not None
-        self.sql = str(compiled)
+        sql = str(compiled)
         self.names = list(compiled.positiontup)
         # Bytes go to both drivers as they are: SQLite's binary processor only wraps them in a
         # memoryview, which cannot be pickled to an assembly worker.
@@ -166,11 +166,11 @@ class _DriverInsert:
             (name, None if isinstance(table.c[name].type, LargeBinary) else table.c[name].type.dialect_impl(dialect).bind_processor(dialect))
             for name in self.names
         ]
-        head, values, rest = self.sql.partition(" VALUES ")
+        head, values, rest = sql.partition(" VALUES ")
         group, on_conflict, tail = rest.partition(" ON CONFLICT")
         assert values and on_conflict
         self.rows = RowsInsert(f"{head} VALUES ", group, on_conflict + tail)
-        self._numbered = None if self.many_rows else _NumberedRows(self.rows, len(self.names))
+        self._numbered = None if on_sqlite else _NumberedRows(self.rows, len(self.names))
 
     def bind(self, row: dict[str, Any]) -> tuple[Any, ...]:
         """A row's values in column order, as the driver takes them."""
@@ -209,14 +209,8 @@ class _NumberedRows:
         """One row's placeholders, each numbered ``shift`` on."""
         return _PLACEHOLDER.sub(lambda m: f"${int(m[1]) + shift}", self.rows.group)
 
-    def statements(self, params: list[tuple[Any, ...]]) -> list[tuple[str, Any]]:
-        out: list[tuple[str, Any]] = []
-        start = 0
-        while start < len(params):
-            size = 1 << (min(len(params) - start, self.most).bit_length() - 1)
-            out.append((self.sql(size), tuple(v for row in params[start : start + size] for v in row)))
-            start += size
-        return out
+    def statements(self, params: list[tuple[Any, ...]]) -> Statements:
+        return in_parts(params, self.most, self.sql)
 
 
 def _sqlite_file(engine: AsyncEngine) -> str | None:

@@ -25,6 +25,7 @@ import os
 import re
 import shutil
 import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -215,6 +216,21 @@ def wait_recorded(server: Server, rec_id: str, limit: float = 60.0) -> float:
     return float("inf")
 
 
+def wait_indexed(sqlite_file: str, limit: float = 120.0) -> float:
+    """Seconds until the assembly worker has added every recording to the search index (it waits
+    for a quiet moment to do so; SQLite, migration 0006)."""
+    t0 = time.monotonic()
+    db = sqlite3.connect(f"file:{sqlite_file}?mode=ro", uri=True, timeout=5)
+    try:
+        while time.monotonic() - t0 < limit:
+            if db.execute("SELECT count(*) FROM recording_search_pending").fetchone()[0] == 0:
+                return time.monotonic() - t0
+            time.sleep(0.05)
+    finally:
+        db.close()
+    return float("inf")
+
+
 def loadgen(url: str, concurrency: int, args: argparse.Namespace, seconds: float) -> dict[str, Any]:
     cmd = [PY, str(BENCH / "loadgen.py"), "--url", url + CHAT, "-c", str(concurrency), "--seconds", str(seconds),
            "--warmup", str(args.warmup), "--chunks", str(args.chunks)]
@@ -234,6 +250,8 @@ class Run:
     lag_p99: float | None = None
     drain_s: float | None = None
     committed: float | None = None  # recordings written straight from memory (the rest went by the spool)
+    index_s: float | None = None  # after the drain, until the search index had caught up (SQLite)
+    index_cpu_us_per_chunk: float | None = None  # what that took, per chunk of the run: deferred, not in cpu_us_per_chunk
 
 
 def measure(target: str, srv: dict[str, Server], level: int, rep: int, args: argparse.Namespace) -> Run:
@@ -248,7 +266,13 @@ def measure(target: str, srv: dict[str, Server], level: int, rep: int, args: arg
         # before the next run.
         run.drain_s = wait_recorded(proc, lg["last_id"]) if lg["last_id"] else None
     if proc:
-        run.cpu_us_per_chunk = (cpu_seconds(proc.pid) - cpu0) / max(1, lg["chunks_total"]) * 1e6
+        cpu1 = cpu_seconds(proc.pid)
+        run.cpu_us_per_chunk = (cpu1 - cpu0) / max(1, lg["chunks_total"]) * 1e6
+    if target == "streamproxy" and proc and args.records and args.sqlite_file:
+        # The index catching up after a burst is the barrier before the next run too, so that no
+        # run is measured while it goes on; its CPU is shown on its own.
+        run.index_s = wait_indexed(args.sqlite_file)
+        run.index_cpu_us_per_chunk = (cpu_seconds(proc.pid) - cpu1) / max(1, lg["chunks_total"]) * 1e6
     if target == "streamproxy" and proc and args.records:
         lag1 = lag_buckets(proc)
         run.lag_p99 = bucket_quantile(lag0, lag1, 0.99)
@@ -282,6 +306,7 @@ class Cell:
     rss_mb: float | None = None
     lag_p99: float | None = None
     drain_s: float | None = None
+    index_cpu: float | None = None
     bytes_ok: bool = True
     errors: int = 0
 
@@ -308,6 +333,7 @@ def summarize(runs: list[Run], level: int, target: str, rss: dict[str, float]) -
     c.lag_p99 = max(lags) if lags else None
     drains = [r.drain_s for r in mine.values() if r.drain_s is not None]
     c.drain_s = max(drains) if drains else None
+    c.index_cpu = med([r.index_cpu_us_per_chunk for r in mine.values()])
     c.bytes_ok = all(r.lg["bytes_ok"] for r in mine.values())
     c.errors = sum(r.lg["errors"] + r.lg["bad_bodies"] for r in mine.values())
     return c
@@ -327,8 +353,9 @@ def x(v: float | None) -> str:
 
 def table(cells: dict[tuple[int, str], Cell], levels: list[int]) -> str:
     head = ("| streams | through | req/s | × bare | CPU µs/chunk | × bare | TTFB p50 / p99 ms | × bare | "
-            "chunk latency p50 / p99 ms | × bare | peak RSS MB | recorder lag p99 / drain s | bytes unchanged |")
-    lines = [head, "|" + "---|" * 13]
+            "chunk latency p50 / p99 ms | × bare | peak RSS MB | recorder lag p99 / drain s | "
+            "search index later, CPU µs/chunk | bytes unchanged |")
+    lines = [head, "|" + "---|" * 14]
     for level in levels:
         for target in TARGETS:
             c = cells.get((level, target))
@@ -343,6 +370,7 @@ def table(cells: dict[tuple[int, str], Cell], levels: list[int]) -> str:
                 f"{f(c.chunk[0], '{:.2f}')} / {f(c.chunk[1], '{:.2f}')} | "
                 f"{x(c.chunk_x[0]) + ' / ' + x(c.chunk_x[1]) if target != 'bare' else ''} | "
                 f"{f(c.rss_mb) if target != 'direct' else ''} | {lag} | "
+                f"{f(c.index_cpu, '{:.2f}') if target == 'streamproxy' else ''} | "
                 f"{'yes' if c.bytes_ok else 'NO'}{f' ({c.errors} errors)' if c.errors else ''} |"
             )
     return "\n".join(lines)
@@ -385,6 +413,7 @@ def compare(args: argparse.Namespace, work: Path) -> int:
     runs: list[Run] = []
     cells: dict[tuple[int, str], Cell] = {}
     with database(args.db, work) as db, servers(args, work, db, budget) as srv:
+        args.sqlite_file = db.split("///", 1)[1] if db.startswith("sqlite") else None
         print(f"# streamproxy record mode on {re.sub(r'://[^@/]*@', '://', db.split('///')[0] if 'sqlite' in db else db)}; "
               f"{args.repeats} × {args.seconds:g} s (+{args.warmup:g} s warm-up) per cell; {args.chunks} chunks a response; "
               f"{os.cpu_count()} cores", flush=True)
@@ -400,6 +429,8 @@ def compare(args: argparse.Namespace, work: Path) -> int:
                           f"chunk p50 {f(lg['chunk_ms'][0], '{:.2f}')} ms  ok={lg['bytes_ok']}"
                           + (f"  drain {f(run.drain_s, '{:.2f}')} s  lag p99 ≤ {f(run.lag_p99, '{:g}')} s  "
                              f"committed from memory {f(run.committed)}" if run.drain_s is not None else "")
+                          + (f"  index {f(run.index_s, '{:.2f}')} s {f(run.index_cpu_us_per_chunk, '{:.2f}')} µs/chunk"
+                             if run.index_s is not None else "")
                           + (f"  errors {lg['errors']} {lg['first_error']}" if lg["errors"] else ""), flush=True)
             rss = {t: rss_kb(srv[t].pid, "VmHWM") / 1024 for t in ("bare", "streamproxy")}
             for target in TARGETS:

@@ -12,25 +12,34 @@ With a SQLite file, a batch comes with its rows (``WriteTo``), and the worker wr
 once it has assembled them, with its own connection: then only whether that worked comes back.
 Serve's thread neither unpacks 200 replies nor binds and inserts them, and no insert waits on
 the GIL of a busy event loop (the slowest stage under load when serve wrote every batch).
+
+What it writes waits to join the search index (migration 0006): once no batch has come for
+``QUIET_SECONDS`` the worker adds pending recordings to the index, a slice at a time, until the
+next batch comes; a backlog past the bound (``sqlite_batch.BACKLOG_ROWS``) is indexed with the
+batches as they come. A burst of streams thus pays no index upkeep while it is relayed.
 """
 
 from __future__ import annotations
 
+import os
 import pickle
+import select
 import sqlite3
 import struct
 import sys
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from proxy.assemble import assemble, usage_tokens
 from proxy.prepare import deflate, json_text, search_text, unpack_chunks
-from proxy.sqlite_batch import RowsInsert, connect, write_batch
+from proxy.sqlite_batch import (
+    BACKLOG_BYTES, BACKLOG_ROWS, INDEX_SLICE, RowsInsert, connect, index_backlog, index_some, index_statements, write_batch,
+)
 
 __all__ = [
-    "LENGTH", "Answer", "Assembled", "Job", "Packed", "WriteTo", "assemble_packed", "frame", "read_frame", "run_job",
-    "unframe",
+    "LENGTH", "QUIET_SECONDS", "Answer", "Assembled", "Job", "Packed", "WriteTo", "assemble_packed", "frame",
+    "index_while_quiet", "read_frame", "run_job", "unframe",
 ]
 
 # What one recording sends: path, content type, request body, and its body and chunk ends as stored
@@ -61,6 +70,9 @@ Job = tuple[list[Packed], WriteTo | None]
 Answer = tuple[list[Assembled] | None, tuple[str, bool] | None]
 
 LENGTH = struct.Struct("<Q")
+
+# No batch for this long, and the relay is between bursts: time to catch up on the search index.
+QUIET_SECONDS = 0.5
 
 
 def frame(obj: Any) -> bytes:
@@ -121,7 +133,12 @@ def run_job(job: Job, connections: dict[str, sqlite3.Connection]) -> Answer:
         db = connections.get(write.database)
         if db is None:
             db = connections[write.database] = connect(write.database)
-        write_batch(db, write.recordings.statements(_filled(write, results)) + write.bodies.statements(write.body_rows))
+        statements = write.recordings.statements(_filled(write, results)) + write.bodies.statements(write.body_rows)
+        pending, size = index_backlog(db)
+        if pending + len(items) > BACKLOG_ROWS or size > BACKLOG_BYTES:
+            # Twice what comes in, until the backlog is back under its bound.
+            statements += index_statements(2 * len(items))
+        write_batch(db, statements)
     except sqlite3.Error as exc:
         # A fresh connection next time: this one may be what is wrong (a file replaced under it).
         bad = connections.pop(write.database, None)
@@ -132,12 +149,44 @@ def run_job(job: Job, connections: dict[str, sqlite3.Connection]) -> Answer:
     return None, None
 
 
+def index_while_quiet(connections: dict[str, sqlite3.Connection], busy: Callable[[], bool]) -> None:
+    """Add pending recordings to the search index a slice at a time, until none is left or
+    ``busy()`` (a batch has come). A failure drops the connection and waits for the next batch."""
+    for path, db in list(connections.items()):
+        try:
+            while not busy() and index_some(db, INDEX_SLICE) == INDEX_SLICE:
+                pass
+        except sqlite3.Error as exc:
+            print(f"streamproxy assembly worker: search index upkeep failed: {exc}", file=sys.stderr)
+            del connections[path]
+            db.close()
+
+
+def _input(fd: int, timeout: float) -> bool:
+    return bool(select.select([fd], [], [], timeout)[0])
+
+
+def _read_exactly(fd: int, n: int) -> bytes:
+    """``n`` bytes from ``fd``, fewer only at the end of input (unbuffered: ``select`` must see
+    every byte that has not been read)."""
+    parts: list[bytes] = []
+    while n > 0 and (part := os.read(fd, n)):
+        parts.append(part)
+        n -= len(part)
+    return b"".join(parts)
+
+
 def main() -> None:
     out = sys.stdout.buffer
     sys.stdout = sys.stderr  # the pipe carries frames only
-    read = sys.stdin.buffer.read
+    fd = sys.stdin.fileno()
     connections: dict[str, sqlite3.Connection] = {}
-    while (payload := read_frame(read)) is not None:
+    while True:
+        if not _input(fd, QUIET_SECONDS):
+            index_while_quiet(connections, lambda: _input(fd, 0))
+        payload = read_frame(lambda n: _read_exactly(fd, n))
+        if payload is None:
+            break
         out.write(frame(run_job(unframe(payload), connections)))
         out.flush()
 

@@ -12,14 +12,14 @@ from typing import Any
 
 from sqlalchemy import LargeBinary, Select, bindparam, delete, func, select
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
 
 from proxy.assemble import usage_tokens
 from proxy.assembly_worker import WriteTo
 from proxy.filters import Filters
 from proxy.prepare import body_size, chunk_count, pack_chunks, search_text, unpack_chunks
 from proxy.record import Outcome, Record
-from proxy.sqlite_batch import RowsInsert, Statements, in_parts, write_batch
+from proxy.sqlite_batch import ALL, RowsInsert, Statements, in_parts, index_statements, write_batch
 from proxy.store.models import RecordingBodyRow, RecordingRow
 from proxy.store.search import newest_matching, search_clause
 
@@ -231,6 +231,7 @@ class Store:
         self._row_insert = _DriverInsert(engine, RecordingRow.__table__)
         self._body_insert = _DriverInsert(engine, RecordingBodyRow.__table__)
         self._file = _sqlite_file(engine)
+        self._pending_table: bool | None = None
         reply, notes, prompt, completion, text = (self._row_insert.names.index(name) for name in _ASSEMBLED)
         self._assembled_at = (reply, notes, prompt, completion, text)
 
@@ -257,6 +258,10 @@ class Store:
         rows, bodies = zip(*(_row_values(r) for r in records), strict=True)
         statements = self._row_insert.statements(rows) + self._body_insert.statements(bodies)
         async with self.engine.connect() as conn:
+            if self._dialect == "sqlite" and await self._defers_search_index(conn):
+                # Written here, recordings join the search index at once, with any an assembly
+                # worker left pending (migration 0006): this process has no quiet moments to wait for.
+                statements += index_statements(ALL)
             driver = (await conn.get_raw_connection()).driver_connection
             # aiosqlite runs each statement in its thread and hands the result back through the
             # event loop: under load every hand-over waits for a busy loop, and a batch took a
@@ -273,6 +278,13 @@ class Store:
             async with conn.begin():
                 for sql, params in statements:
                     await conn.exec_driver_sql(sql, params)
+
+    async def _defers_search_index(self, conn: AsyncConnection) -> bool:
+        """Whether the file is at migration 0006 or later (tests write at earlier ones)."""
+        if self._pending_table is None:
+            found = await conn.exec_driver_sql("SELECT 1 FROM sqlite_master WHERE name = 'recording_search_pending'")
+            self._pending_table = found.first() is not None
+        return self._pending_table
 
     async def get(self, rec_id: str, *, chunks: bool = True) -> Record | None:
         async with self.sessions() as s:

@@ -12,6 +12,10 @@ trigrams that together cover it, each anywhere in the row. That lets through row
 apart ("abcab" in "abca cab"); ``LIKE`` drops them. Its tokenizer does not fold case either:
 ``search_text`` and the terms are both lower-cased already.
 
+Since migration 0006 a recording may wait a while to join the SQLite index
+(``recording_search_pending``); until then it is a candidate for every search, so results are the
+same whenever the index catches up.
+
 SQLite's planner cannot tell a rare term from a common one, so ``newest_matching`` does:
 a rare term is looked up through the FTS index; for a common one the newest rows that pass
 the other filters are read first, since they are likely to match (the index would have to
@@ -25,7 +29,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy.orm import InstrumentedAttribute
-from sqlalchemy import Column, ColumnElement, Integer, MetaData, Select, String, Table, and_, func, select, true
+from sqlalchemy import Column, ColumnElement, Integer, MetaData, Select, String, Table, and_, func, select, true, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -39,6 +43,7 @@ __all__ = ["newest_matching", "search_clause", "search_terms"]
 _sqlite_only = MetaData()
 _search_map = Table("recording_search", _sqlite_only, Column("n", Integer, primary_key=True), Column("id", String(26)))
 _fts = Table("recording_search_fts", _sqlite_only, Column("rowid", Integer), Column("recording_search_fts", String))
+_pending = Table("recording_search_pending", _sqlite_only, Column("n", Integer, primary_key=True), Column("size", Integer))
 
 # The trigram tokenizer indexes runs of three characters; shorter terms rely on LIKE alone.
 _MIN_INDEXED = 3
@@ -94,8 +99,8 @@ class _FtsCandidates(ColumnElement[bool]):
     _is_implicitly_boolean = True
 
     def __init__(self, terms: list[str]) -> None:
-        matched = _fts_matches(terms)
-        self.sqlite_clause = RecordingRow.id.in_(select(_search_map.c.id).where(_search_map.c.n.in_(matched)))
+        candidates = union_all(_fts_matches(terms), select(_pending.c.n))
+        self.sqlite_clause = RecordingRow.id.in_(select(_search_map.c.id).where(_search_map.c.n.in_(candidates)))
 
 
 @compiles(_FtsCandidates)

@@ -6,7 +6,9 @@ the three in alternation (the order rotates every repetition) and prints one tab
 ratio taken between runs of the same repetition, and the issue's targets with pass/fail.
 
 CPU and RSS are the proxy's whole process tree: ``serve`` and its assembly worker (CPU summed,
-peak RSS the sum of each process's ``VmHWM``).
+peak RSS the sum of each process's ``VmHWM``). On SQLite each streamproxy run ends once the
+search index has caught up with what it recorded (the worker indexes in quiet moments); that
+CPU is shown on its own, per chunk of the run.
 
     python bench/run.py                      # 1, 10, 100, 500 streams; 3 x 5 s each; SQLite
     python bench/run.py --quick              # 1 x 2 s each

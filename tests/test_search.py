@@ -229,7 +229,7 @@ async def questions_before_0006(engine: AsyncEngine, search: str) -> list[int]:
     params: dict[str, str] = {f"t{i}": search_module._like_pattern(t) for i, t in enumerate(terms)}
     indexed = search_module._indexed_terms(terms)
     if indexed and engine.dialect.name == "sqlite":
-        params["fts"] = " AND ".join('"' + g.replace('"', '""') + '"' for g in search_module._covering_trigrams(indexed))
+        params["fts"] = search_module._fts_query(indexed)
         where.append(
             "id IN (SELECT id FROM recording_search WHERE n IN"
             " (SELECT rowid FROM recording_search_fts WHERE recording_search_fts MATCH :fts))"

@@ -13,8 +13,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from alembic import command
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from proxy import assembly_worker
 from proxy.assembly_pool import AssemblyPool, _pack
@@ -23,8 +21,8 @@ from proxy.filters import Filters
 from proxy.record import Record
 from proxy.sqlite_batch import connect, index_backlog, index_some
 from proxy.store import Store, open_store
-from proxy.store.engine import _alembic_config
 from tests.recordings import T0, make_record
+from tests.test_search import _migrate_to
 
 CORPUS = [
     ("how do zebras sleep", "standing up, mostly"),
@@ -201,11 +199,6 @@ async def test_the_worker_process_catches_up_when_batches_stop(store: Store, db:
         await pool.close()
 
 
-async def _migrate(engine: AsyncEngine, revision: str, *, down: bool = False) -> None:
-    async with engine.begin() as conn:
-        await conn.run_sync(lambda c: (command.downgrade if down else command.upgrade)(_alembic_config(c), revision))
-
-
 async def test_migration_0006_down_indexes_what_is_pending_and_up_again(store: Store, db: sqlite3.Connection) -> None:
     connections: dict[str, sqlite3.Connection] = {}
     recs = corpus()
@@ -213,13 +206,13 @@ async def test_migration_0006_down_indexes_what_is_pending_and_up_again(store: S
     for conn in connections.values():
         conn.close()
 
-    await _migrate(store.engine, "0005", down=True)
+    await _migrate_to(store.engine, "0005", down=True)
     assert db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'recording_search_pending'").fetchone() == (0,)
     assert indexed(db, "zeb") == {r.id for r in recs if zebra(r)}, "what was pending went into the index"
     # 0002's triggers again: the index forgets a deleted recording at once.
     db.execute("DELETE FROM recordings WHERE id = ?", (recs[0].id,))
     assert indexed(db, "zeb") == {r.id for r in recs[1:] if zebra(r)}
 
-    await _migrate(store.engine, "head")
+    await _migrate_to(store.engine, "head")
     assert index_backlog(db) == (0, 0)
     assert (await answers(store))["zebra"] == sorted(r.id for r in recs[1:] if zebra(r))

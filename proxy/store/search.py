@@ -81,10 +81,14 @@ def _covering_trigrams(terms: list[str]) -> list[str]:
     return list(dict.fromkeys(t[i : i + 3] for t, i in starts))
 
 
+def _fts_query(terms: list[str]) -> str:
+    """The FTS5 ``MATCH`` query for the terms: every covering trigram. One quoted trigram is one
+    token: the only kind of query a detail=none table takes."""
+    return " AND ".join('"' + g.replace('"', '""') + '"' for g in _covering_trigrams(terms))
+
+
 def _fts_matches(terms: list[str]) -> Select[Any]:
-    # One quoted trigram is one token: the only kind of query a detail=none table takes.
-    tokens = ['"' + g.replace('"', '""') + '"' for g in _covering_trigrams(terms)]
-    return select(_fts.c.rowid).where(_fts.c.recording_search_fts.op("MATCH")(" AND ".join(tokens)))
+    return select(_fts.c.rowid).where(_fts.c.recording_search_fts.op("MATCH")(_fts_query(terms)))
 
 
 class _FtsCandidates(ColumnElement[bool]):

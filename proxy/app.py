@@ -11,6 +11,7 @@ from aiohttp import web
 
 from proxy import audit
 from proxy.assembly_pool import AssemblyPool
+from proxy.lazy_store import LazyStore
 from proxy.errors import error_response
 from proxy.keys import METRICS, RECORDER, RELAY, REPLAYER, SETTINGS, STATE, STORE
 from proxy.metrics import Metrics
@@ -19,16 +20,27 @@ from proxy.relay import Relay, RuntimeState, new_record
 from proxy.replay import Replayer
 from proxy.settings import Settings
 from proxy.spool import Spool
-from proxy.store import Store, open_store
+from proxy.sqlite_rows import sqlite_file
 
 __all__ = ["create_app"]
 
 
+def _store_needed_at_start(settings: Settings) -> bool:
+    """Whether streams need the store itself: to replay from, or to write to (PostgreSQL, an
+    in-memory database, no assembly worker). Otherwise it opens on the first read."""
+    worker_writes = settings.assembly_workers > 0 and sqlite_file(settings.db) is not None
+    return settings.mode.replays or not worker_writes
+
+
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
-    engine = await open_store(app[SETTINGS].db, create=True)
-    app[STORE] = Store(engine)
+    store = app[STORE] = LazyStore(app[SETTINGS].db)
+    # Either way the database is at head before the first stream, and one that cannot be used stops the start.
+    if _store_needed_at_start(app[SETTINGS]):
+        await store.get()
+    else:
+        await store.prepare()
     yield
-    await engine.dispose()
+    await store.close()
 
 
 async def _recorder_ctx(app: web.Application) -> AsyncIterator[None]:

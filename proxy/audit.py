@@ -11,11 +11,10 @@ from aiohttp import web
 from proxy import ui
 from proxy.credentials import bearer_token
 from proxy.errors import ConfigError, error_response
-from proxy.filters import Filters
+from proxy.filters import Filters, GroupBy
 from proxy.keys import METRICS, SETTINGS, STORE
 from proxy.record import to_json
 from proxy.settings import is_loopback
-from proxy.store.stats import GroupBy, compute_stats
 
 __all__ = ["access_middleware", "add_routes"]
 
@@ -53,7 +52,8 @@ async def list_recordings(request: web.Request) -> web.Response:
     except (ConfigError, ValueError) as exc:
         return error_response(400, str(exc), "invalid_request_error", "bad_parameter")
     limit = max(1, min(limit, _MAX_LIMIT))
-    records, cursor = await request.app[STORE].list_recordings(filters, limit=limit, cursor=q.get("cursor") or None)
+    store = await request.app[STORE].get()
+    records, cursor = await store.list_recordings(filters, limit=limit, cursor=q.get("cursor") or None)
     return _json({"recordings": [to_json(r) for r in records], "next_cursor": cursor})
 
 
@@ -65,13 +65,17 @@ async def recording_stats(request: web.Request) -> web.Response:
         by = GroupBy.parse(q["by"]) if q.get("by") else None
     except ConfigError as exc:
         return error_response(400, str(exc), "invalid_request_error", "bad_parameter")
-    report = await compute_stats(request.app[STORE], filters, by)
+    # Here, not at the top: the serving process loads SQLAlchemy only once something reads (proxy/lazy_store.py).
+    from proxy.store.stats import compute_stats
+
+    report = await compute_stats(await request.app[STORE].get(), filters, by)
     return _json(report.to_json())
 
 
 async def get_recording(request: web.Request) -> web.Response:
     with_chunks = request.query.get("chunks", "") not in ("", "0", "false")
-    rec = await request.app[STORE].get(request.match_info["id"], chunks=with_chunks)
+    store = await request.app[STORE].get()
+    rec = await store.get(request.match_info["id"], chunks=with_chunks)
     if rec is None:
         return error_response(404, f"no recording {request.match_info['id']}", "invalid_request_error", "not_found")
     return _json(to_json(rec, chunks=with_chunks))

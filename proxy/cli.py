@@ -4,6 +4,8 @@ the group, the options every command shares, and the one place errors become exi
 from __future__ import annotations
 
 import asyncio
+import importlib
+import logging
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -13,7 +15,7 @@ import click
 from proxy.errors import ConfigError, StreamproxyError
 from proxy.settings import DEFAULT_DB
 
-__all__ = ["db_option", "fail", "main", "run"]
+__all__ = ["configure_logging", "db_option", "every_command", "fail", "main", "run"]
 
 T = TypeVar("T")
 
@@ -27,6 +29,13 @@ def db_option(f: Callable[..., Any]) -> Callable[..., Any]:
         show_envvar=True,
         help="Database URL: sqlite+aiosqlite:///FILE or postgresql+asyncpg://USER@HOST/DB.",
     )(f)
+
+
+def configure_logging(level: str) -> None:
+    """Log lines as ``serve`` (and the database check it runs in a child process) writes them."""
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Alembic announces each of its plugins at INFO on every start; the migrations it runs stay visible.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -50,18 +59,45 @@ def run(coro: Awaitable[T]) -> T:
     raise AssertionError("unreachable")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+# Each command's module, imported when the command is run or listed: ``serve`` must not load what
+# the reading commands need (SQLAlchemy: some 24 MB of a serving process that never reads).
+_MODULES = {
+    "serve": "proxy.cli_serve",
+    "list": "proxy.cli_read",
+    "show": "proxy.cli_read",
+    "replay": "proxy.cli_replay",
+    "export": "proxy.cli_replay",
+    "import": "proxy.cli_replay",
+    "stats": "proxy.cli_stats",
+    "db": "proxy.cli_db",
+    "prune": "proxy.cli_admin",
+}
+
+
+class _LazyGroup(click.Group):
+    """Click's pattern for lazily loaded subcommands: a command's module registers it when asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(_MODULES)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module = _MODULES.get(cmd_name)
+        if module is not None and cmd_name not in self.commands:
+            importlib.import_module(module).register(self)
+            _environment_for_every_option(self)
+        return self.commands.get(cmd_name)
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="streamproxy")
 def main() -> None:
     """Relay OpenAI-compatible APIs byte for byte, record every stream, replay it offline."""
 
 
-def _register() -> None:
-    from proxy import cli_admin, cli_db, cli_read, cli_replay, cli_serve, cli_stats
-
-    for module in (cli_serve, cli_read, cli_replay, cli_stats, cli_db, cli_admin):
-        module.register(main)
-    _environment_for_every_option(main)
+def every_command() -> dict[str, click.Command]:
+    """Every command, each module loaded (for checks over all of them)."""
+    with click.Context(main) as ctx:
+        return {name: cmd for name in main.list_commands(ctx) if (cmd := main.get_command(ctx, name)) is not None}
 
 
 def _environment_for_every_option(command: click.Command) -> None:
@@ -76,6 +112,3 @@ def _environment_for_every_option(command: click.Command) -> None:
             if flag is not None:
                 param.envvar = "STREAMPROXY_" + flag[2:].upper().replace("-", "_")
                 param.show_envvar = True
-
-
-_register()

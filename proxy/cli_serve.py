@@ -13,11 +13,11 @@ from typing import Any
 import click
 from aiohttp import web
 
-from proxy.cli import db_option, fail, run
-from proxy.errors import ConfigError
+from proxy.cli import configure_logging, db_option, fail
+from proxy.errors import ConfigError, StreamproxyError
+from proxy.keys import SETTINGS
 from proxy.logsafe import install_log_redaction
 from proxy.settings import DEFAULT_UPSTREAM, Mode, Settings, is_loopback, mask_url, parse_duration, parse_size
-from proxy.store import open_store
 
 __all__ = ["register", "serve"]
 
@@ -103,9 +103,7 @@ def _make_loop() -> asyncio.AbstractEventLoop:
 @_option("--log-level", default="info", help="debug | info | warning | error.")
 def serve(**opts: Any) -> None:
     """Relay and record (or replay) on HOST:PORT."""
-    logging.basicConfig(level=opts["log_level"].upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # Alembic announces each of its plugins at INFO on every start; the migrations it runs stay visible.
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    configure_logging(opts["log_level"])
     access_logger = logging.getLogger("streamproxy.access")
     install_log_redaction(access_logger)
     try:
@@ -113,28 +111,35 @@ def serve(**opts: Any) -> None:
     except ConfigError as exc:
         fail(str(exc), 2)
         return
-    # Fail fast, with one line, on a database that cannot be used; migrate it while we are at it.
-    run(_preflight(settings.db))
-
     from proxy.app import create_app
 
     app = create_app(settings)
     app.on_startup.append(_one_stop_signal)
     app.on_startup.append(_freeze_startup_objects)
+    app.on_startup.append(_announce)
+    try:
+        web.run_app(
+            app,
+            host=settings.host,
+            port=settings.port,
+            shutdown_timeout=settings.shutdown_grace,
+            handler_cancellation=True,
+            access_log=access_logger if settings.access_log else None,
+            print=None,
+            loop=_make_loop(),
+        )
+    except StreamproxyError as exc:
+        # A database that cannot be used, found at startup (before the port is bound): one line, no traceback.
+        fail(str(exc), 2 if isinstance(exc, ConfigError) else 1)
+
+
+async def _announce(app: web.Application) -> None:
+    """Once the database is known to be usable (the store's startup runs before these hooks)."""
+    settings = app[SETTINGS]
     log.info(
         "streamproxy %s mode on http://%s:%d/v1 -> %s, recording to %s",
         settings.mode.value, settings.host, settings.port,
         settings.upstream if settings.mode.forwards else "(no upstream)", mask_url(settings.db),
-    )
-    web.run_app(
-        app,
-        host=settings.host,
-        port=settings.port,
-        shutdown_timeout=settings.shutdown_grace,
-        handler_cancellation=True,
-        access_log=access_logger if settings.access_log else None,
-        print=None,
-        loop=_make_loop(),
     )
 
 
@@ -169,11 +174,6 @@ async def _one_stop_signal(app: web.Application) -> None:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
-
-
-async def _preflight(db: str) -> None:
-    engine = await open_store(db, create=True)
-    await engine.dispose()
 
 
 def register(group: click.Group) -> None:

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import orjson
 
 from proxy.filters import Filters
 from proxy.matching import match_key
 from proxy.record import Record, from_json, to_json
-from proxy.store import Store
+
+if TYPE_CHECKING:
+    from proxy.store import Store
 
 __all__ = ["ImportResult", "cassette_bytes", "export_line", "import_lines", "iter_export", "parse_line", "recording_ids"]
 

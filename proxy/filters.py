@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -10,12 +11,27 @@ from datetime import UTC, datetime, timedelta
 from proxy.errors import ConfigError
 from proxy.record import Outcome
 
-__all__ = ["FILTER_NAMES", "Filters", "parse_when"]
+__all__ = ["FILTER_NAMES", "Filters", "GroupBy", "parse_when"]
 
 FILTER_NAMES = ("model", "outcome", "path", "key", "search", "since", "until")
 
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+class GroupBy(enum.StrEnum):
+    """What ``stats`` makes one line per (``--by``, ``?by=``)."""
+
+    MODEL = "model"
+    KEY = "key"
+    PATH = "path"
+
+    @classmethod
+    def parse(cls, value: str) -> GroupBy:
+        try:
+            return cls(value)
+        except ValueError:
+            raise ConfigError(f"cannot group by {value!r} (choose one of: {', '.join(g.value for g in cls)})") from None
 
 
 def parse_when(value: str, now: datetime | None = None) -> datetime:

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from proxy.lazy_store import LazyStore
 from proxy.metrics import Metrics
 from proxy.recorder import Recorder
 from proxy.relay import Relay, RuntimeState
 from proxy.replay import Replayer
 from proxy.settings import Settings
-from proxy.store import Store
 
 __all__ = ["METRICS", "RECORDER", "RELAY", "REPLAYER", "SETTINGS", "STATE", "STORE"]
 
 SETTINGS = web.AppKey("settings", Settings)
-STORE = web.AppKey("store", Store)
+STORE = web.AppKey("store", LazyStore)
 RECORDER = web.AppKey("recorder", Recorder)
 METRICS = web.AppKey("metrics", Metrics)
 STATE = web.AppKey("state", RuntimeState)

@@ -23,7 +23,7 @@ import concurrent.futures
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import pytest
 
@@ -129,11 +129,14 @@ class Streamproxy:
 
 
 def _load(server: BackgroundProxy, cassette: Path) -> None:
-    from proxy.exchange import import_lines
+    from proxy.exchange import ImportResult, import_lines
     from proxy.keys import STORE
 
+    async def load(f: BinaryIO) -> ImportResult:
+        return await import_lines(await server.app[STORE].get(), f, name=str(cassette))
+
     with cassette.open("rb") as f:
-        result = server.call(import_lines(server.app[STORE], f, name=str(cassette)))
+        result = server.call(load(f))
     if result.errors:
         pytest.fail("streamproxy: broken cassette:\n" + "\n".join(result.errors), pytrace=False)
 

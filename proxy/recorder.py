@@ -14,20 +14,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-
-from sqlalchemy.exc import InterfaceError, OperationalError
+from typing import Protocol
 
 from proxy.assemble import assemble
 from proxy.assembly_pool import AssemblyPool, DatabaseRefused
+from proxy.assembly_worker import WriteTo
 from proxy.record import Record
 from proxy.spool import Spool
-from proxy.store.queries import Store
 
-__all__ = ["Recorder", "RecorderStats"]
+__all__ = ["Destination", "Recorder", "RecorderStats"]
 
 log = logging.getLogger("streamproxy.recorder")
 
@@ -62,11 +62,20 @@ class RecorderStats:
     rejected: int = 0
 
 
+class Destination(Protocol):
+    """Where recordings go: ``Store``, or the serving process's ``LazyStore``."""
+
+    def direct_write(self, records: Sequence[Record]) -> WriteTo | None: ...
+
+    async def insert(self, records: Sequence[Record]) -> None: ...
+
+
 def _looks_like_outage(exc: BaseException) -> bool:
     """Locked, read-only, unreachable or dropped: the database, not the records, is at fault."""
-    return isinstance(exc, (OperationalError, InterfaceError, OSError, TimeoutError)) or bool(
-        getattr(exc, "connection_invalidated", False)
-    )
+    # Looked up, not imported: a process that never loaded SQLAlchemy has none of its errors.
+    errors = sys.modules.get("sqlalchemy.exc")
+    database = (errors.OperationalError, errors.InterfaceError) if errors is not None else ()
+    return isinstance(exc, (*database, OSError, TimeoutError)) or bool(getattr(exc, "connection_invalidated", False))
 
 
 def _first_line(exc: BaseException) -> str:
@@ -109,7 +118,7 @@ async def _assemble_in_slices(batch: list[Record], backlog: float = 1.0) -> None
 class Recorder:
     def __init__(
         self,
-        store: Store,
+        store: Destination,
         spool: Spool,
         *,
         buffer_bytes: int = 32 * 1024**2,

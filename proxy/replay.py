@@ -15,12 +15,12 @@ from aiohttp import web
 
 from proxy.credentials import REDACTED
 from proxy.errors import error_response
+from proxy.lazy_store import LazyStore
 from proxy.faults import FaultError, Faults, Piece, parse_faults, plan
 from proxy.matching import differences
 from proxy.record import Outcome, Record
 from proxy.relay import HOP_BY_HOP, Relay, cut
 from proxy.settings import Settings
-from proxy.store import Store
 
 __all__ = ["FAULT_HEADER", "Replayer", "ended_cleanly", "paced", "serve"]
 
@@ -99,7 +99,7 @@ async def serve(request: web.Request, rec: Record, speed: float, faults: Faults)
 class Replayer:
     """Finds the recording for a request and serves it; one per app."""
 
-    def __init__(self, settings: Settings, store: Store, relay: Relay) -> None:
+    def __init__(self, settings: Settings, store: LazyStore, relay: Relay) -> None:
         self.settings = settings
         self.store = store
         self.relay = relay
@@ -115,19 +115,21 @@ class Replayer:
         # Counted at arrival, before any await, so concurrent identical requests keep their order.
         n = self._served.get(key, 0)
         self._served[key] = n + 1
-        ids = await self.store.ids_for_match_key(key)
+        store = await self.store.get()
+        ids = await store.ids_for_match_key(key)
         if not ids:
             self._served.pop(key, None)  # a miss counts nothing: keys of misses are not kept
             return None
-        return await self.store.get(ids[min(n, len(ids) - 1)], chunks=True)
+        return await store.get(ids[min(n, len(ids) - 1)], chunks=True)
 
     async def explain_miss(self, rec: Record) -> str:
         """Why nothing matched: the key, the nearest recording and the fields it differs in."""
         head = f"streamproxy has no recording for {rec.method} {rec.path} with match key {rec.match_key}"
         ignore = self.settings.match_ignore
-        candidates = [c for c in await self.store.candidates(rec.method, rec.path) if c.match_key]
+        store = await self.store.get()
+        candidates = [c for c in await store.candidates(rec.method, rec.path) if c.match_key]
         if not candidates:
-            total = await self.store.count()
+            total = await store.count()
             return f"{head}; there is no recording of {rec.method} {rec.path} at all ({total} recordings in the database)"
         scored = [(differences(c.request_body, rec.request_body, ignore), c) for c in candidates]
         diffs, nearest = min(scored, key=lambda pair: len(pair[0]))
@@ -167,7 +169,8 @@ class Replayer:
             faults = parse_faults(request.query.get("fault"))
         except ValueError as exc:  # FaultError too
             return error_response(400, str(exc), "invalid_request_error", "invalid_parameter")
-        rec = await self.store.get(rec_id, chunks=True)
+        store = await self.store.get()
+        rec = await store.get(rec_id, chunks=True)
         if rec is None:
             return error_response(404, f"no recording {rec_id}", "invalid_request_error", "not_found")
         try:

@@ -134,7 +134,7 @@ def sqlite_path(db_url: str) -> Path | None:
     """The file behind a SQLite URL, or None for other backends and in-memory databases."""
     if not db_url.startswith("sqlite"):
         return None
-    path = db_url.split(":///", 1)[1].split("?", 1)[0]
+    path = db_url.partition(":///")[2].split("?", 1)[0]
     if not path or path == ":memory:":
         return None
     return Path(path)

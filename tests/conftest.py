@@ -72,14 +72,12 @@ class RunningProxy:
     runner: web.AppRunner
     url: str
     settings: Settings
+    # The app's store, opened for the test to read (serving alone, the app opens it on its first read).
+    store: Store
 
     @property
     def base_url(self) -> str:
         return self.url + "/v1"
-
-    @property
-    def store(self) -> Store:
-        return self.app[STORE]
 
     @property
     def recorder(self) -> Recorder:
@@ -109,7 +107,7 @@ async def proxy_factory(db_url: str, fake_upstream: FakeUpstream, tmp_path: Path
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         port = runner.addresses[0][1]
-        running = RunningProxy(app, runner, f"http://127.0.0.1:{port}", settings)
+        running = RunningProxy(app, runner, f"http://127.0.0.1:{port}", settings, await app[STORE].get())
         started.append(running)
         return running
 

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from proxy.ids import new_id
 from proxy.record import Outcome, Record
 from proxy.store.models import RecordingRow
-from proxy.store.queries import _row_values
+from proxy.sqlite_rows import row_values
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
@@ -81,7 +81,7 @@ def make_record(
 async def insert_as_before_0003(engine: AsyncEngine, rec: Record) -> None:
     """``rec`` written the way streamproxy wrote it before migration 0003: the body raw, in a
     ``recording_bodies`` table without an ``encoding`` column (revisions 0001 and 0002)."""
-    row, packed = _row_values(rec)
+    row, packed = row_values(rec)
     bodies = sa.table(
         "recording_bodies",
         *(sa.column(name, sa.LargeBinary) for name in ("body", "chunk_ends", "chunk_offsets")),

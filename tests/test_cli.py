@@ -81,14 +81,14 @@ def test_db_upgrade_creates_and_migrates(tmp_path: Path) -> None:
 def test_every_option_reads_its_environment_variable() -> None:
     import click
 
-    from proxy.cli import main
+    from proxy.cli import every_command
 
     def options(cmd: click.Command) -> list[click.Option]:
         if isinstance(cmd, click.Group):
             return [o for sub in cmd.commands.values() for o in options(sub)]
         return [p for p in cmd.params if isinstance(p, click.Option) and p.name not in ("help", "version")]
 
-    seen = options(main)
+    seen = [o for cmd in every_command().values() for o in options(cmd)]
     assert len(seen) > 40
     for opt in seen:
         flag = next(o for o in opt.opts if o.startswith("--"))

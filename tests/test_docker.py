@@ -11,7 +11,7 @@ import click
 import pytest
 import yaml
 
-from proxy.cli import main
+from proxy.cli import every_command
 from proxy.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,7 +57,7 @@ def test_proxy_waits_for_a_healthy_postgres_and_is_configured_for_it(compose: di
         interpolate(proxy["environment"]["STREAMPROXY_ADMIN_TOKEN"], {})  # compose refuses to start without it
 
     # Every variable is one that `serve` reads, and together they make a valid configuration.
-    serve_vars = {e for p in main.commands["serve"].params if isinstance(p, click.Option) for e in _envvars(p)}
+    serve_vars = {e for p in every_command()["serve"].params if isinstance(p, click.Option) for e in _envvars(p)}
     assert set(env) <= serve_vars, set(env) - serve_vars
     settings = Settings(
         db=env["STREAMPROXY_DB"], upstream=env["STREAMPROXY_UPSTREAM"], host=env["STREAMPROXY_HOST"],

@@ -6,21 +6,21 @@ import re
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
-from pathlib import Path
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import LargeBinary, Select, bindparam, delete, func, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
 
-from proxy.assemble import usage_tokens
+from proxy import sqlite_rows
 from proxy.assembly_worker import WriteTo
 from proxy.filters import Filters
-from proxy.prepare import body_size, chunk_count, pack_chunks, search_text, unpack_chunks
+from proxy.prepare import unpack_chunks
 from proxy.record import Outcome, Record
 from proxy.sqlite_batch import ALL, RowsInsert, Statements, in_parts, index_statements, write_batch
 from proxy.store.models import RecordingBodyRow, RecordingRow
+from proxy.sqlite_rows import utc
 from proxy.store.search import newest_matching, search_clause
 
 __all__ = ["Store", "apply_filters"]
@@ -37,62 +37,12 @@ def apply_filters(stmt: Select[Any], f: Filters) -> Select[Any]:
     if f.key:
         stmt = stmt.where(r.key_fingerprint == f.key)
     if f.since:
-        stmt = stmt.where(r.started_at >= _utc(f.since))
+        stmt = stmt.where(r.started_at >= utc(f.since))
     if f.until:
-        stmt = stmt.where(r.started_at < _utc(f.until))
+        stmt = stmt.where(r.started_at < utc(f.until))
     if f.search:
         stmt = stmt.where(search_clause(f.search))
     return stmt
-
-
-def _utc(ts: datetime) -> datetime:
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
-
-
-def _text(value: str | None) -> str | None:
-    """PostgreSQL text cannot hold NUL; a prompt or an error message may. JSON columns escape it themselves."""
-    return value.replace("\x00", "\ufffd") if value and "\x00" in value else value
-
-
-# What assembly makes of a recording (``WriteTo.assembled_at``).
-_ASSEMBLED = ("reply", "notes", "prompt_tokens", "completion_tokens", "search_text")
-
-
-def _row_values(rec: Record, *, assembled: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The recording's two rows; with ``assembled=False``, None for what assembly makes of it."""
-    prompt, completion = usage_tokens(rec.reply)
-    packed = rec.packed or pack_chunks(rec.chunks, rec.offsets_ms)
-    text = None
-    if assembled:
-        text = rec.search_text if rec.search_text is not None else search_text(rec.request_body, rec.reply)
-    row = {
-        "id": rec.id,
-        "started_at": _utc(rec.started_at),
-        "ended_at": _utc(rec.ended_at) if rec.ended_at else None,
-        "method": rec.method,
-        "path": rec.path,
-        "query": _text(rec.query),
-        "model": _text(rec.model),
-        "stream": rec.stream,
-        "key_fingerprint": rec.key_fingerprint,
-        "match_key": rec.match_key,
-        "request_headers": rec.request_headers,
-        "request_body": rec.request_body,
-        "status": rec.status,
-        "response_headers": rec.response_headers,
-        "outcome": str(rec.outcome),
-        "error": _text(rec.error),
-        "ttfb_ms": rec.ttfb_ms,
-        "duration_ms": rec.duration_ms,
-        "reply": rec.reply,
-        "notes": rec.notes or None,
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "chunk_count": chunk_count(packed),
-        "body_bytes": body_size(packed),
-        "search_text": text,
-    }
-    return row, {"id": rec.id, **packed._asdict()}
 
 
 def _to_record(row: RecordingRow, body: RecordingBodyRow | None) -> Record:
@@ -102,8 +52,8 @@ def _to_record(row: RecordingRow, body: RecordingBodyRow | None) -> Record:
         chunks, offsets = unpack_chunks(body.body, body.encoding, body.chunk_ends, body.chunk_offsets)
     return Record(
         id=row.id,
-        started_at=_utc(row.started_at),
-        ended_at=_utc(row.ended_at) if row.ended_at else None,
+        started_at=utc(row.started_at),
+        ended_at=utc(row.ended_at) if row.ended_at else None,
         method=row.method,
         path=row.path,
         query=row.query,
@@ -127,41 +77,30 @@ def _to_record(row: RecordingRow, body: RecordingBodyRow | None) -> Record:
     )
 
 
-class _DriverInsert:
+class _PostgresInsert:
     """``INSERT … ON CONFLICT (id) DO NOTHING`` into every column of a table, run at the driver
     level: SQLAlchemy compiles it once and supplies each column's value conversion (JSON through
     the engine's orjson serializer, dates, bytes), but its per-row parameter handling is skipped.
+    (SQLite's rows are bound by ``proxy.sqlite_rows``, which serve uses without SQLAlchemy.)
 
-    Both get many rows per statement. SQLite's driver releases and retakes the GIL around every
-    statement it steps, and with the event loop's thread busy each retake can wait out the
-    interpreter's switch interval (5 ms), which, row by row, made a batch of 200 take seconds
-    under load. PostgreSQL starts and ends its executor for every statement: as asyncpg's
-    pipelined executemany of single rows, its server process spent ~0.8 ms of CPU a recording,
-    many rows to a statement ~0.6 (and ~0.3 with lz4 for TOAST, migration 0005)."""
+    Many rows to a statement: PostgreSQL starts and ends its executor for every statement. As
+    asyncpg's pipelined executemany of single rows, its server process spent ~0.8 ms of CPU a
+    recording, many rows to a statement ~0.6 (and ~0.3 with lz4 for TOAST, migration 0005)."""
 
     def __init__(self, engine: AsyncEngine, table: Any) -> None:
+        from sqlalchemy.dialects import postgresql  # ~2 MB, imported only where it is used
+
         dialect = engine.dialect
-        on_sqlite = dialect.name == "sqlite"
-        # Each dialect's module is imported only where it is used: PostgreSQL's weighs ~2 MB.
-        ins: Any
-        if on_sqlite:
-            from sqlalchemy.dialects import sqlite
-
-            ins = sqlite.insert(table)
-        else:
-            from sqlalchemy.dialects import postgresql
-
-            ins = postgresql.insert(table)
-        stmt = ins.values({c.name: bindparam(c.name, type_=c.type) for c in table.c}).on_conflict_do_nothing(
-            index_elements=["id"]
+        stmt = (
+            postgresql.insert(table)
+            .values({c.name: bindparam(c.name, type_=c.type) for c in table.c})
+            .on_conflict_do_nothing(index_elements=["id"])
         )
         compiled = stmt.compile(dialect=dialect)
-        # Both drivers take positional parameters (``?`` for SQLite, ``$n`` for asyncpg).
+        # asyncpg takes positional parameters, numbered ``$n``.
         assert compiled.positiontup is not None
         sql = str(compiled)
         self.names = list(compiled.positiontup)
-        # Bytes go to both drivers as they are: SQLite's binary processor only wraps them in a
-        # memoryview, which cannot be pickled to an assembly worker.
         self.columns = [
             (name, None if isinstance(table.c[name].type, LargeBinary) else table.c[name].type.dialect_impl(dialect).bind_processor(dialect))
             for name in self.names
@@ -169,19 +108,15 @@ class _DriverInsert:
         head, values, rest = sql.partition(" VALUES ")
         group, on_conflict, tail = rest.partition(" ON CONFLICT")
         assert values and on_conflict
-        self.rows = RowsInsert(f"{head} VALUES ", group, on_conflict + tail)
-        self._numbered = None if on_sqlite else _NumberedRows(self.rows, len(self.names))
+        self._numbered = _NumberedRows(RowsInsert(f"{head} VALUES ", group, on_conflict + tail), len(self.names))
 
     def bind(self, row: dict[str, Any]) -> tuple[Any, ...]:
         """A row's values in column order, as the driver takes them."""
         return tuple(row[name] if convert is None else convert(row[name]) for name, convert in self.columns)
 
-    def statements(self, rows: Sequence[dict[str, Any]]) -> list[tuple[str, Any]]:
+    def statements(self, rows: Sequence[dict[str, Any]]) -> Statements:
         """(SQL, parameters) to run: multi-row statements, each run once."""
-        params = [self.bind(row) for row in rows]
-        if self._numbered is not None:
-            return self._numbered.statements(params)
-        return self.rows.statements(params)
+        return self._numbered.statements([self.bind(row) for row in rows])
 
 
 _PLACEHOLDER = re.compile(r"\$(\d+)")
@@ -213,14 +148,6 @@ class _NumberedRows:
         return in_parts(params, self.most, self.sql)
 
 
-def _sqlite_file(engine: AsyncEngine) -> str | None:
-    """The SQLite file another process can open as this engine does; None for anything else."""
-    url = engine.url
-    if engine.dialect.name != "sqlite" or not url.database or url.database == ":memory:" or url.query:
-        return None
-    return str(Path(url.database).resolve())
-
-
 class Store:
     """Reads and writes recordings. One per process, built on one engine."""
 
@@ -228,35 +155,32 @@ class Store:
         self.engine = engine
         self.sessions = async_sessionmaker(engine, expire_on_commit=False)
         self._dialect = engine.dialect.name
-        self._row_insert = _DriverInsert(engine, RecordingRow.__table__)
-        self._body_insert = _DriverInsert(engine, RecordingBodyRow.__table__)
-        self._file = _sqlite_file(engine)
+        self._postgres: tuple[_PostgresInsert, _PostgresInsert] | None = None
+        if self._dialect != "sqlite":
+            self._postgres = (_PostgresInsert(engine, RecordingRow.__table__), _PostgresInsert(engine, RecordingBodyRow.__table__))
         self._pending_table: bool | None = None
-        reply, notes, prompt, completion, text = (self._row_insert.names.index(name) for name in _ASSEMBLED)
-        self._assembled_at = (reply, notes, prompt, completion, text)
+        # From the URL's parts: SQLAlchemy's rendering of it quotes a name like ``:memory:``.
+        url = engine.url
+        plain = self._dialect == "sqlite" and not url.query
+        self._file = sqlite_rows.sqlite_file(f"sqlite:///{url.database or ''}") if plain else None
 
     def direct_write(self, records: Sequence[Record]) -> WriteTo | None:
         """The rows of ``records`` (none assembled yet) for an assembly worker to fill in and write
         into the SQLite file itself; None on PostgreSQL or an in-memory database."""
-        if self._file is None:
-            return None
-        notes_at = self._assembled_at[1]
-        rows: list[tuple[Any, ...]] = []
-        bodies: list[tuple[Any, ...]] = []
-        for rec in records:
-            row, body = _row_values(rec, assembled=False)
-            bound = list(self._row_insert.bind(row))
-            bound[notes_at] = list(rec.notes)  # the worker adds its own to these
-            rows.append(tuple(bound))
-            bodies.append(self._body_insert.bind(body))
-        return WriteTo(self._file, self._row_insert.rows, self._body_insert.rows, self._assembled_at, rows, bodies)
+        return None if self._file is None else sqlite_rows.write_to(self._file, records)
+
+    def _statements(self, records: Sequence[Record]) -> Statements:
+        if self._postgres is None:
+            return sqlite_rows.statements(records)
+        rows, bodies = zip(*(sqlite_rows.row_values(r) for r in records), strict=True)
+        recordings, body_rows = self._postgres
+        return recordings.statements(rows) + body_rows.statements(bodies)
 
     async def insert(self, records: Sequence[Record]) -> None:
         """Insert in one transaction; a recording whose id is already stored is left as it is."""
         if not records:
             return
-        rows, bodies = zip(*(_row_values(r) for r in records), strict=True)
-        statements = self._row_insert.statements(rows) + self._body_insert.statements(bodies)
+        statements = self._statements(records)
         async with self.engine.connect() as conn:
             if self._dialect == "sqlite" and await self._defers_search_index(conn):
                 # Written here, recordings join the search index at once, with any an assembly
@@ -332,7 +256,7 @@ class Store:
 
     async def count_before(self, cutoff: datetime) -> int:
         """How many recordings started before ``cutoff``."""
-        stmt = select(func.count()).select_from(RecordingRow).where(RecordingRow.started_at < _utc(cutoff))
+        stmt = select(func.count()).select_from(RecordingRow).where(RecordingRow.started_at < utc(cutoff))
         async with self.sessions() as s:
             return int(await s.scalar(stmt) or 0)
 
@@ -345,7 +269,7 @@ class Store:
         batch for their locks, and an interrupted prune keeps what it already deleted.
         ``progress`` is called with each batch's count.
         """
-        cutoff = _utc(cutoff)
+        cutoff = utc(cutoff)
         total = 0
         while True:
             async with self.engine.begin() as conn:

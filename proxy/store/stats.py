@@ -8,7 +8,6 @@ formula runs here. Both give the same numbers (tests/test_stats.py).
 
 from __future__ import annotations
 
-import enum
 import math
 from collections import defaultdict
 from collections.abc import Sequence
@@ -17,8 +16,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, case, func, null, select
 
-from proxy.errors import ConfigError
-from proxy.filters import Filters
+from proxy.filters import Filters, GroupBy
 from proxy.record import Outcome, iso
 from proxy.store.models import RecordingRow
 from proxy.store.queries import Store, apply_filters
@@ -28,26 +26,13 @@ __all__ = ["GroupBy", "GroupStats", "StatsReport", "compute_stats", "percentile"
 _PERCENTILES = (0.5, 0.95)
 
 
-class GroupBy(enum.StrEnum):
-    MODEL = "model"
-    KEY = "key"
-    PATH = "path"
-
-    @classmethod
-    def parse(cls, value: str) -> GroupBy:
-        try:
-            return cls(value)
-        except ValueError:
-            raise ConfigError(f"cannot group by {value!r} (choose one of: {', '.join(g.value for g in cls)})") from None
-
-    @property
-    def column(self) -> ColumnElement[Any]:
-        columns: dict[str, ColumnElement[Any]] = {
-            "model": RecordingRow.model.expression,
-            "key": RecordingRow.key_fingerprint.expression,
-            "path": RecordingRow.path.expression,
-        }
-        return columns[self.value]
+def _group_column(by: GroupBy) -> ColumnElement[Any]:
+    columns: dict[GroupBy, ColumnElement[Any]] = {
+        GroupBy.MODEL: RecordingRow.model.expression,
+        GroupBy.KEY: RecordingRow.key_fingerprint.expression,
+        GroupBy.PATH: RecordingRow.path.expression,
+    }
+    return columns[by]
 
 
 def percentile(sorted_values: Sequence[float], p: float) -> float | None:
@@ -112,7 +97,7 @@ def _labels(p: float) -> str:
 
 async def _aggregate(store: Store, filters: Filters, by: GroupBy | None) -> list[GroupStats]:
     r = RecordingRow
-    group = by.column if by is not None else null()
+    group = _group_column(by) if by is not None else null()
     postgres = store.engine.dialect.name == "postgresql"
     columns: list[Any] = [
         group.label("grp"),

@@ -1,0 +1,68 @@
+"""Serving in record mode on a SQLite file, the serving process never loads SQLAlchemy (its
+assembly worker writes the file): some 24 MB less memory. The first read loads it, and reads what
+the worker wrote. A database that cannot be used still stops the start with one line."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from pathlib import Path
+
+import aiohttp
+import openai
+
+from tests.conftest import API_KEY
+from tests.fakes import FakeUpstream
+from tests.processes import ServeProcess
+from tests.test_cli import cli
+from tests.test_relay import PIECES, REQUEST, chat_events
+
+
+def _loaded(pid: int, package: str) -> bool:
+    """Whether the process has mapped one of the package's compiled modules (SQLAlchemy's
+    ``cyextension``): it is imported, as seen from outside."""
+    return f"/{package}/" in Path(f"/proc/{pid}/maps").read_text()
+
+
+async def _stored(db_file: Path, rec_id: str) -> str | None:
+    """The recording's stored reply text, once the worker has written it (read with plain sqlite3)."""
+    for _ in range(200):
+        with contextlib.closing(sqlite3.connect(db_file)) as conn:
+            row = conn.execute("SELECT reply FROM recordings WHERE id = ?", (rec_id,)).fetchone()
+        if row is not None:
+            return str(row[0])
+        await asyncio.sleep(0.05)
+    return None
+
+
+async def test_serving_records_without_sqlalchemy_and_the_first_read_loads_it(fake_upstream: FakeUpstream, tmp_path: Path) -> None:
+    fake_upstream.sse("/v1/chat/completions", chat_events(PIECES))
+    db_file = tmp_path / "r.db"
+    server = ServeProcess("--upstream", fake_upstream.url, "--db", f"sqlite+aiosqlite:///{db_file}", log_path=tmp_path / "serve.log")
+    await server.start()
+    try:
+        assert server.proc is not None
+        pid = server.proc.pid
+        async with openai.AsyncOpenAI(base_url=server.base_url, api_key=API_KEY, max_retries=0) as client:
+            resp = await client.chat.completions.with_raw_response.create(**REQUEST, stream=True)
+            rec_id = resp.headers["x-recording-id"]
+            assert "".join([c.choices[0].delta.content or "" async for c in resp.parse() if c.choices]) == "".join(PIECES)
+        stored = await _stored(db_file, rec_id)
+        assert stored is not None and "".join(PIECES) in stored  # written, and assembled, by the worker
+        assert _loaded(pid, "sqlalchemy") is False
+
+        async with aiohttp.ClientSession() as s, s.get(f"{server.url}/recordings/{rec_id}") as r:
+            assert r.status == 200
+            got = await r.json()
+        assert got["id"] == rec_id and got["reply"]["choices"][0]["message"]["content"] == "".join(PIECES)
+        assert _loaded(pid, "sqlalchemy") is True
+    finally:
+        assert await server.stop() == 0
+
+
+def test_a_sqlite_file_that_is_not_a_database_stops_the_start_with_one_line(tmp_path: Path) -> None:
+    (tmp_path / "junk.db").write_bytes(b"this is not a database file, not even close" * 100)
+    r = cli("serve", "--db", f"sqlite+aiosqlite:///{tmp_path / 'junk.db'}", "--port", "0", cwd=tmp_path)
+    assert r.returncode == 1
+    assert r.stderr.count("\n") == 1 and "streamproxy: error: cannot use database" in r.stderr, r.stderr

@@ -207,30 +207,50 @@ def bucket_quantile(before: dict[float, float], after: dict[float, float], q: fl
     return float("inf")
 
 
-def wait_recorded(server: Server, rec_id: str, limit: float = 60.0) -> float:
-    """Seconds until the recording is readable through the audit API."""
+def wait_recorded(db: str, rec_id: str, limit: float = 60.0) -> float:
+    """Seconds until the recording is in the database, looked up there directly: a read through
+    the audit API would load SQLAlchemy into serve, which recording alone never does (README,
+    "Performance"), and the memory measured would be a reader's."""
+    if db.startswith("sqlite"):
+        return _sqlite_wait(db.split("///", 1)[1], "SELECT 1 FROM recordings WHERE id = ?", rec_id, limit)
+    return asyncio.run(_pg_wait(db.replace("postgresql+asyncpg://", "postgresql://", 1), rec_id, limit))
+
+
+def _sqlite_wait(sqlite_file: str, sql: str, param: str | None, limit: float) -> float:
+    """Seconds until ``sql`` (with ``param``, if any) returns a row whose first value is true."""
     t0 = time.monotonic()
-    while time.monotonic() - t0 < limit:
-        with contextlib.suppress(TimeoutError, urllib.error.URLError):
-            if get(f"{server.url}/recordings/{rec_id}")[0] == 200:
+    db = sqlite3.connect(f"file:{sqlite_file}?mode=ro", uri=True, timeout=5)
+    try:
+        while time.monotonic() - t0 < limit:
+            with contextlib.suppress(sqlite3.OperationalError):  # before the first write: no table yet
+                row = db.execute(sql, () if param is None else (param,)).fetchone()
+                if row is not None and row[0]:
+                    return time.monotonic() - t0
+            time.sleep(0.02)
+    finally:
+        db.close()
+    return float("inf")
+
+
+async def _pg_wait(dsn: str, rec_id: str, limit: float) -> float:
+    import asyncpg
+
+    t0 = time.monotonic()
+    conn = await asyncpg.connect(dsn)
+    try:
+        while time.monotonic() - t0 < limit:
+            if await conn.fetchval("SELECT 1 FROM recordings WHERE id = $1", rec_id):
                 return time.monotonic() - t0
-        time.sleep(0.02)
+            await asyncio.sleep(0.02)
+    finally:
+        await conn.close()
     return float("inf")
 
 
 def wait_indexed(sqlite_file: str, limit: float = 120.0) -> float:
     """Seconds until the assembly worker has added every recording to the search index (it waits
     for a quiet moment to do so; SQLite, migration 0006)."""
-    t0 = time.monotonic()
-    db = sqlite3.connect(f"file:{sqlite_file}?mode=ro", uri=True, timeout=5)
-    try:
-        while time.monotonic() - t0 < limit:
-            if db.execute("SELECT count(*) FROM recording_search_pending").fetchone()[0] == 0:
-                return time.monotonic() - t0
-            time.sleep(0.05)
-    finally:
-        db.close()
-    return float("inf")
+    return _sqlite_wait(sqlite_file, "SELECT count(*) = 0 FROM recording_search_pending", None, limit)
 
 
 def loadgen(url: str, concurrency: int, args: argparse.Namespace, seconds: float) -> dict[str, Any]:
@@ -266,7 +286,7 @@ def measure(target: str, srv: dict[str, Server], level: int, rep: int, args: arg
     if target == "streamproxy" and proc and args.records:
         # The recorder catching up is part of the cost (CPU is read after it), and the barrier
         # before the next run.
-        run.drain_s = wait_recorded(proc, lg["last_id"]) if lg["last_id"] else None
+        run.drain_s = wait_recorded(args.db_url, lg["last_id"]) if lg["last_id"] else None
     if proc:
         cpu1 = cpu_seconds(proc.pid)
         run.cpu_us_per_chunk = (cpu1 - cpu0) / max(1, lg["chunks_total"]) * 1e6
@@ -415,6 +435,7 @@ def compare(args: argparse.Namespace, work: Path) -> int:
     runs: list[Run] = []
     cells: dict[tuple[int, str], Cell] = {}
     with database(args.db, work) as db, servers(args, work, db, budget) as srv:
+        args.db_url = db
         args.sqlite_file = db.split("///", 1)[1] if db.startswith("sqlite") else None
         print(f"# streamproxy record mode on {re.sub(r'://[^@/]*@', '://', db.split('///')[0] if 'sqlite' in db else db)}; "
               f"{args.repeats} × {args.seconds:g} s (+{args.warmup:g} s warm-up) per cell; {args.chunks} chunks a response; "
@@ -464,7 +485,7 @@ def flatness(args: argparse.Namespace, work: Path) -> int:
             time.sleep(args.sample_every)
         out, _ = lg.communicate(timeout=120)
         result = orjson.loads(out)
-        drain = wait_recorded(sp, result["last_id"]) if result["last_id"] else None
+        drain = wait_recorded(db, result["last_id"]) if result["last_id"] else None
     half = len(samples) // 2
     first_half = max(v for _, v in samples[: max(1, half)])
     second_half = max(v for _, v in samples[half:])

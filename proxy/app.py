@@ -11,9 +11,9 @@ from aiohttp import web
 
 from proxy import audit
 from proxy.assembly_pool import AssemblyPool
-from proxy.lazy_store import LazyStore
 from proxy.errors import error_response
 from proxy.keys import METRICS, RECORDER, RELAY, REPLAYER, SETTINGS, STATE, STORE
+from proxy.lazy_store import LazyStore
 from proxy.metrics import Metrics
 from proxy.recorder import Recorder
 from proxy.relay import Relay, RuntimeState, new_record

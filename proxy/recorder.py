@@ -24,6 +24,7 @@ from typing import Protocol
 from proxy.assemble import assemble
 from proxy.assembly_pool import AssemblyPool, DatabaseRefused
 from proxy.assembly_worker import WriteTo
+from proxy.errors import StoreError
 from proxy.record import Record
 from proxy.spool import Spool
 
@@ -71,11 +72,14 @@ class Destination(Protocol):
 
 
 def _looks_like_outage(exc: BaseException) -> bool:
-    """Locked, read-only, unreachable or dropped: the database, not the records, is at fault."""
+    """Locked, read-only, unreachable or dropped (or, for a store opened on first use, not to be
+    opened): the database, not the records, is at fault."""
     # Looked up, not imported: a process that never loaded SQLAlchemy has none of its errors.
     errors = sys.modules.get("sqlalchemy.exc")
     database = (errors.OperationalError, errors.InterfaceError) if errors is not None else ()
-    return isinstance(exc, (*database, OSError, TimeoutError)) or bool(getattr(exc, "connection_invalidated", False))
+    return isinstance(exc, (*database, StoreError, OSError, TimeoutError)) or bool(
+        getattr(exc, "connection_invalidated", False)
+    )
 
 
 def _first_line(exc: BaseException) -> str:

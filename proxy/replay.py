@@ -15,8 +15,8 @@ from aiohttp import web
 
 from proxy.credentials import REDACTED
 from proxy.errors import error_response
-from proxy.lazy_store import LazyStore
 from proxy.faults import FaultError, Faults, Piece, parse_faults, plan
+from proxy.lazy_store import LazyStore
 from proxy.matching import differences
 from proxy.record import Outcome, Record
 from proxy.relay import HOP_BY_HOP, Relay, cut

@@ -12,9 +12,13 @@ from pathlib import Path
 import aiohttp
 import openai
 
+from proxy.lazy_store import LazyStore
+from proxy.recorder import Recorder
+from proxy.spool import Spool
 from tests.conftest import API_KEY
 from tests.fakes import FakeUpstream
 from tests.processes import ServeProcess
+from tests.recordings import make_record
 from tests.test_cli import cli
 from tests.test_relay import PIECES, REQUEST, chat_events
 
@@ -66,3 +70,22 @@ def test_a_sqlite_file_that_is_not_a_database_stops_the_start_with_one_line(tmp_
     r = cli("serve", "--db", f"sqlite+aiosqlite:///{tmp_path / 'junk.db'}", "--port", "0", cwd=tmp_path)
     assert r.returncode == 1
     assert r.stderr.count("\n") == 1 and "streamproxy: error: cannot use database" in r.stderr, r.stderr
+
+
+async def test_a_store_that_cannot_be_opened_on_first_use_sends_the_batch_to_the_spool_whole(tmp_path: Path) -> None:
+    """The worker gone, the recorder writes itself, opening the store then: if that fails, the
+    batch is an outage (spooled at once, tried again later), not a record the database refused."""
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"not a database" * 1000)
+    spool = Spool(tmp_path / "spool")
+    recorder = Recorder(LazyStore(f"sqlite+aiosqlite:///{junk}"), spool, batch_size=10)
+    await recorder.start()
+    try:
+        for _ in range(5):
+            recorder.submit(make_record())
+        await recorder.drain(timeout=10)
+        assert recorder.stats.spooled == 5 and recorder.stats.rejected == 0
+        assert recorder.stats.db_failures == 1  # the batch once, not each of its records on its own
+    finally:
+        await recorder.close()
+    assert len([r for path in spool.claim() for batch in Spool.read(path, 10) for r in batch]) == 5

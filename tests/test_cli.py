@@ -107,3 +107,11 @@ def test_a_flag_beats_the_environment_which_beats_the_default(tmp_path: Path) ->
         [sys.executable, "-m", "proxy", "serve", "--mode", "bogus-from-flag"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60
     )
     assert flag.returncode != 0 and "bogus-from-flag" in flag.stderr
+
+
+def test_the_lazily_loaded_commands_are_every_command_their_modules_register() -> None:
+    from proxy.cli import every_command, main
+
+    listed = every_command()  # loads every module, each registering all of its commands
+    assert set(main.commands) == set(listed)
+    assert {"serve", "list", "show", "replay", "export", "import", "stats", "db", "prune"} <= set(listed)

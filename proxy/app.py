@@ -20,7 +20,7 @@ from proxy.relay import Relay, RuntimeState, new_record
 from proxy.replay import Replayer
 from proxy.settings import Settings
 from proxy.spool import Spool
-from proxy.sqlite_rows import sqlite_file
+from proxy.rows import sqlite_file
 
 __all__ = ["create_app"]
 

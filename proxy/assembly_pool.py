@@ -8,7 +8,7 @@ which imports the fold and nothing else): each recording crosses a pipe packed a
 stores it (one compressed body and its chunk ends, not 200 objects), and comes back as its reply,
 notes and search text, a batch a frame, compressed.
 
-Given the batch's rows too (``sqlite_rows.write_to``, for a SQLite file), the worker also writes
+Given the batch's rows too (``rows.write_to``, for a SQLite file), the worker also writes
 them and answers only whether that worked.
 
 A worker that dies, hangs or answers nonsense is killed and replaced for the next batch, and that

@@ -51,7 +51,7 @@ Assembled = tuple[dict[str, Any] | None, list[str], str]
 
 
 class WriteTo(NamedTuple):
-    """A batch's rows, for the worker to write once it has assembled them (``sqlite_rows.write_to``)."""
+    """A batch's rows, for the worker to write once it has assembled them (``rows.write_to``)."""
 
     database: str  # the SQLite file
     recordings: RowsInsert

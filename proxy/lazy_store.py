@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from proxy.assembly_worker import WriteTo
 from proxy.errors import ConfigError, StoreError
 from proxy.record import Record
-from proxy.sqlite_rows import sqlite_file, write_to
+from proxy.rows import sqlite_file, write_to
 
 if TYPE_CHECKING:
     from proxy.store import Store

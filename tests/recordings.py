@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from proxy.ids import new_id
 from proxy.record import Outcome, Record
 from proxy.store.models import RecordingRow
-from proxy.sqlite_rows import row_values
+from proxy.rows import row_values
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 

@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
-import re
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import LargeBinary, Select, bindparam, delete, func, select
+from sqlalchemy import Select, delete, func, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
 
-from proxy import sqlite_rows
 from proxy.assembly_worker import WriteTo
 from proxy.filters import Filters
 from proxy.prepare import unpack_chunks
 from proxy.record import Outcome, Record
-from proxy.sqlite_batch import ALL, RowsInsert, Statements, in_parts, index_statements, write_batch
+from proxy.rows import postgres_statements, sqlite_file, sqlite_statements, utc, write_to
+from proxy.sqlite_batch import ALL, Statements, index_statements, write_batch
 from proxy.store.models import RecordingBodyRow, RecordingRow
-from proxy.sqlite_rows import utc
 from proxy.store.search import newest_matching, search_clause
 
 __all__ = ["Store", "apply_filters"]
@@ -77,77 +75,6 @@ def _to_record(row: RecordingRow, body: RecordingBodyRow | None) -> Record:
     )
 
 
-class _PostgresInsert:
-    """``INSERT … ON CONFLICT (id) DO NOTHING`` into every column of a table, run at the driver
-    level: SQLAlchemy compiles it once and supplies each column's value conversion (JSON through
-    the engine's orjson serializer, dates, bytes), but its per-row parameter handling is skipped.
-    (SQLite's rows are bound by ``proxy.sqlite_rows``, which serve uses without SQLAlchemy.)
-
-    Many rows to a statement: PostgreSQL starts and ends its executor for every statement. As
-    asyncpg's pipelined executemany of single rows, its server process spent ~0.8 ms of CPU a
-    recording, many rows to a statement ~0.6 (and ~0.3 with lz4 for TOAST, migration 0005)."""
-
-    def __init__(self, engine: AsyncEngine, table: Any) -> None:
-        from sqlalchemy.dialects import postgresql  # ~2 MB, imported only where it is used
-
-        dialect = engine.dialect
-        stmt = (
-            postgresql.insert(table)
-            .values({c.name: bindparam(c.name, type_=c.type) for c in table.c})
-            .on_conflict_do_nothing(index_elements=["id"])
-        )
-        compiled = stmt.compile(dialect=dialect)
-        # asyncpg takes positional parameters, numbered ``$n``.
-        assert compiled.positiontup is not None
-        sql = str(compiled)
-        self.names = list(compiled.positiontup)
-        self.columns = [
-            (name, None if isinstance(table.c[name].type, LargeBinary) else table.c[name].type.dialect_impl(dialect).bind_processor(dialect))
-            for name in self.names
-        ]
-        head, values, rest = sql.partition(" VALUES ")
-        group, on_conflict, tail = rest.partition(" ON CONFLICT")
-        assert values and on_conflict
-        self._numbered = _NumberedRows(RowsInsert(f"{head} VALUES ", group, on_conflict + tail), len(self.names))
-
-    def bind(self, row: dict[str, Any]) -> tuple[Any, ...]:
-        """A row's values in column order, as the driver takes them."""
-        return tuple(row[name] if convert is None else convert(row[name]) for name, convert in self.columns)
-
-    def statements(self, rows: Sequence[dict[str, Any]]) -> Statements:
-        """(SQL, parameters) to run: multi-row statements, each run once."""
-        return self._numbered.statements([self.bind(row) for row in rows])
-
-
-_PLACEHOLDER = re.compile(r"\$(\d+)")
-
-
-class _NumberedRows:
-    """:class:`RowsInsert` for asyncpg, whose placeholders are numbered (``$1``, ``$2``, …) on
-    through every row of a statement. Statements come in power-of-two sizes, so asyncpg prepares
-    and keeps a dozen of them at most, under PostgreSQL's limit of 32767 parameters."""
-
-    def __init__(self, rows: RowsInsert, width: int) -> None:
-        self.rows = rows
-        self.width = width
-        self.most = 1 << ((32767 // width).bit_length() - 1)
-        self._sql: dict[int, str] = {}
-
-    def sql(self, size: int) -> str:
-        sql = self._sql.get(size)
-        if sql is None:
-            groups = [self._group(i * self.width) for i in range(size)]
-            sql = self._sql[size] = self.rows.head + ", ".join(groups) + self.rows.tail
-        return sql
-
-    def _group(self, shift: int) -> str:
-        """One row's placeholders, each numbered ``shift`` on."""
-        return _PLACEHOLDER.sub(lambda m: f"${int(m[1]) + shift}", self.rows.group)
-
-    def statements(self, params: list[tuple[Any, ...]]) -> Statements:
-        return in_parts(params, self.most, self.sql)
-
-
 class Store:
     """Reads and writes recordings. One per process, built on one engine."""
 
@@ -155,26 +82,19 @@ class Store:
         self.engine = engine
         self.sessions = async_sessionmaker(engine, expire_on_commit=False)
         self._dialect = engine.dialect.name
-        self._postgres: tuple[_PostgresInsert, _PostgresInsert] | None = None
-        if self._dialect != "sqlite":
-            self._postgres = (_PostgresInsert(engine, RecordingRow.__table__), _PostgresInsert(engine, RecordingBodyRow.__table__))
         self._pending_table: bool | None = None
         # From the URL's parts: SQLAlchemy's rendering of it quotes a name like ``:memory:``.
         url = engine.url
         plain = self._dialect == "sqlite" and not url.query
-        self._file = sqlite_rows.sqlite_file(f"sqlite:///{url.database or ''}") if plain else None
+        self._file = sqlite_file(f"sqlite:///{url.database or ''}") if plain else None
 
     def direct_write(self, records: Sequence[Record]) -> WriteTo | None:
         """The rows of ``records`` (none assembled yet) for an assembly worker to fill in and write
         into the SQLite file itself; None on PostgreSQL or an in-memory database."""
-        return None if self._file is None else sqlite_rows.write_to(self._file, records)
+        return None if self._file is None else write_to(self._file, records)
 
     def _statements(self, records: Sequence[Record]) -> Statements:
-        if self._postgres is None:
-            return sqlite_rows.statements(records)
-        rows, bodies = zip(*(sqlite_rows.row_values(r) for r in records), strict=True)
-        recordings, body_rows = self._postgres
-        return recordings.statements(rows) + body_rows.statements(bodies)
+        return sqlite_statements(records) if self._dialect == "sqlite" else postgres_statements(records)
 
     async def insert(self, records: Sequence[Record]) -> None:
         """Insert in one transaction; a recording whose id is already stored is left as it is."""

@@ -1,4 +1,4 @@
-"""``proxy.sqlite_rows`` binds rows for SQLite without SQLAlchemy; here both are held to what
+"""``proxy.rows`` binds rows for SQLite without SQLAlchemy; here both are held to what
 SQLAlchemy compiles and binds from the models, statement and column by column, so the rows the
 assembly worker writes are the rows SQLAlchemy reads back."""
 
@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import LargeBinary, Table, bindparam
 from sqlalchemy.dialects import sqlite
 
-from proxy import sqlite_rows
+from proxy import rows
 from proxy.assemble import assemble
 from proxy.record import Outcome, Record
 from proxy.store.engine import create_engine
@@ -52,32 +52,36 @@ def _odd_ones() -> list[Record]:
     return [make_record(), broken]
 
 
-@pytest.mark.parametrize("rows_of", ["assembled", "for the worker"])
-def test_rows_bound_without_sqlalchemy_are_those_sqlalchemy_binds(rows_of: str) -> None:
-    recording_sql, recording_processors = _by_sqlalchemy(RecordingRow.__table__)
-    body_sql, body_processors = _by_sqlalchemy(RecordingBodyRow.__table__)
-    assert sqlite_rows.RECORDINGS.sql(1) == recording_sql
-    assert sqlite_rows.BODIES.sql(1) == body_sql
-
-    records = [*recordings(), *_odd_ones()]
+def _assembled(records: list[Record]) -> list[Record]:
     for rec in records:
         if not rec.assembled:
             rec.reply = assemble(rec.path, rec.content_type, rec.chunks).reply
             rec.assembled = True
+    return records
+
+
+@pytest.mark.parametrize("rows_of", ["assembled", "for the worker"])
+def test_rows_bound_without_sqlalchemy_are_those_sqlalchemy_binds(rows_of: str) -> None:
+    recording_sql, recording_processors = _by_sqlalchemy(RecordingRow.__table__)
+    body_sql, body_processors = _by_sqlalchemy(RecordingBodyRow.__table__)
+    assert rows.RECORDINGS.sql(1) == recording_sql
+    assert rows.BODIES.sql(1) == body_sql
+
+    records = [*_assembled(recordings()), *_odd_ones()]
     assert any(r.reply is None for r in records) and any(r.notes for r in records)
     assembled = rows_of == "assembled"
-    ours = sqlite_rows.statements(records) if assembled else None
+    ours = rows.sqlite_statements(records) if assembled else None
     if assembled:
         assert ours is not None
         (rows_sql, row_params), (bodies_sql, body_params) = ours[0], ours[-1]
         width = len(recording_processors)
-        assert len(ours) >= 2 and rows_sql == sqlite_rows.RECORDINGS.sql(len(row_params) // width)
-        assert bodies_sql == sqlite_rows.BODIES.sql(len(body_params) // len(body_processors))
+        assert len(ours) >= 2 and rows_sql == rows.RECORDINGS.sql(len(row_params) // width)
+        assert bodies_sql == rows.BODIES.sql(len(body_params) // len(body_processors))
 
     expected_rows: list[tuple[Any, ...]] = []
     expected_bodies: list[tuple[Any, ...]] = []
     for rec in records:
-        row, body = sqlite_rows.row_values(copy.deepcopy(rec), assembled=assembled)
+        row, body = rows.row_values(copy.deepcopy(rec), assembled=assembled)
         expected_rows.append(_bound(recording_processors, row))
         expected_bodies.append(_bound(body_processors, body))
 
@@ -86,8 +90,8 @@ def test_rows_bound_without_sqlalchemy_are_those_sqlalchemy_binds(rows_of: str) 
         flat = [v for _, params in ours for v in params]
         assert flat == [v for row in expected_rows for v in row] + [v for body in expected_bodies for v in body]
     else:
-        write = sqlite_rows.write_to("/some/file.db", records)
-        notes_at = sqlite_rows.ASSEMBLED_AT[1]
+        write = rows.write_to("/some/file.db", records)
+        notes_at = rows.ASSEMBLED_AT[1]
         # The worker's rows carry the notes made so far as a list, to add its own to; the rest is bound.
         for rec, got, want in zip(records, write.rows, expected_rows, strict=True):
             assert got[notes_at] == list(rec.notes)
@@ -99,9 +103,37 @@ def test_rows_bound_without_sqlalchemy_are_those_sqlalchemy_binds(rows_of: str) 
 
 
 def test_only_a_plain_sqlite_file_is_written_beside_the_store(tmp_path: Path) -> None:
-    assert sqlite_rows.sqlite_file(f"sqlite+aiosqlite:///{tmp_path}/r.db") == str((tmp_path / "r.db").resolve())
-    assert sqlite_rows.sqlite_file("sqlite+aiosqlite:///relative.db") == str(Path.cwd() / "relative.db")
-    assert sqlite_rows.sqlite_file("sqlite+aiosqlite://") is None
-    assert sqlite_rows.sqlite_file("sqlite+aiosqlite:///:memory:") is None
-    assert sqlite_rows.sqlite_file(f"sqlite+aiosqlite:///{tmp_path}/r.db?mode=ro") is None
-    assert sqlite_rows.sqlite_file("postgresql+asyncpg://postgres@127.0.0.1/test") is None
+    assert rows.sqlite_file(f"sqlite+aiosqlite:///{tmp_path}/r.db") == str((tmp_path / "r.db").resolve())
+    assert rows.sqlite_file("sqlite+aiosqlite:///relative.db") == str(Path.cwd() / "relative.db")
+    assert rows.sqlite_file("sqlite+aiosqlite://") is None
+    assert rows.sqlite_file("sqlite+aiosqlite:///:memory:") is None
+    assert rows.sqlite_file(f"sqlite+aiosqlite:///{tmp_path}/r.db?mode=ro") is None
+    assert rows.sqlite_file("postgresql+asyncpg://postgres@127.0.0.1/test") is None
+
+
+def test_postgresql_statements_are_those_sqlalchemy_compiles_and_binds() -> None:
+    from sqlalchemy.dialects import postgresql
+
+    dialect = create_engine("postgresql+asyncpg://postgres@127.0.0.1/test").dialect
+    records = [*_assembled(recordings()), *_odd_ones()]
+    ours = rows.postgres_statements(records)
+    one = rows.postgres_statements(records[:1])  # a statement of one row for each table
+    assert len(one) == 2
+    expected_params: list[Any] = []
+    for table, pick in ((RecordingRow.__table__, 0), (RecordingBodyRow.__table__, 1)):
+        assert isinstance(table, Table)
+        stmt = postgresql.insert(table).values({c.name: bindparam(c.name, type_=c.type) for c in table.c})
+        compiled = stmt.on_conflict_do_nothing(index_elements=["id"]).compile(dialect=dialect)
+        assert compiled.positiontup is not None
+        processors = [
+            (name, None if isinstance(table.c[name].type, LargeBinary) else table.c[name].type.dialect_impl(dialect).bind_processor(dialect))
+            for name in compiled.positiontup
+        ]
+        assert one[pick][0] == str(compiled)
+        for rec in records:
+            expected_params.extend(_bound(processors, rows.row_values(copy.deepcopy(rec))[pick]))
+    assert [v for _, params in ours for v in params] == expected_params
+    # A statement of n rows numbers its parameters on through every row, each cast as in the first.
+    first = ours[0][0]
+    width = len(RecordingRow.__table__.c)
+    assert f"${width + 1}::VARCHAR" in first and first.count("::TIMESTAMP WITH TIME ZONE") == 2 * (len(ours[0][1]) // width)

@@ -15,6 +15,7 @@ from proxy.errors import error_response
 from proxy.keys import METRICS, RECORDER, RELAY, REPLAYER, SETTINGS, STATE, STORE
 from proxy.lazy_store import LazyStore
 from proxy.metrics import Metrics
+from proxy.postgres_writer import is_postgres
 from proxy.recorder import Recorder
 from proxy.relay import Relay, RuntimeState, new_record
 from proxy.replay import Replayer
@@ -26,10 +27,10 @@ __all__ = ["create_app"]
 
 
 def _store_needed_at_start(settings: Settings) -> bool:
-    """Whether streams need the store itself: to replay from, or to write to (PostgreSQL, an
-    in-memory database, no assembly worker). Otherwise it opens on the first read."""
-    worker_writes = settings.assembly_workers > 0 and sqlite_file(settings.db) is not None
-    return settings.mode.replays or not worker_writes
+    """Whether streams need the store itself: to replay from, or to write to (an in-memory
+    database; a SQLite file without an assembly worker). Otherwise it opens on the first read."""
+    written_without_it = is_postgres(settings.db) or (settings.assembly_workers > 0 and sqlite_file(settings.db) is not None)
+    return settings.mode.replays or not written_without_it
 
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -1,10 +1,11 @@
 """The serving process's store, opened when something first needs it.
 
-Recording to a SQLite file, nothing on a stream's path reads the database and the assembly
-worker writes it: the serving process then never loads SQLAlchemy, some 24 MB of its memory
-(README, "Performance"), until a read comes (the audit API, replay by id) or the recorder has to
-write a batch itself (no worker, or a worker that failed). Modes that replay, PostgreSQL and
-``--assembly-workers 0`` open it at startup (``needed_at_start``): their streams need it.
+Recording, nothing on a stream's path reads the database: on a SQLite file the assembly worker
+writes it, on PostgreSQL serve writes through asyncpg alone (``proxy/postgres_writer.py``). The
+serving process then never loads SQLAlchemy, some 24 MB of its memory (README, "Performance"),
+until a read comes (the audit API, replay by id) or, on SQLite, the recorder has to write a batch
+itself (a worker that failed). Modes that replay, an in-memory database and SQLite with
+``--assembly-workers 0`` open it at startup (``app._store_needed_at_start``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from proxy.assembly_worker import WriteTo
 from proxy.errors import ConfigError, StoreError
+from proxy.postgres_writer import PostgresWriter, is_postgres
 from proxy.record import Record
 from proxy.rows import sqlite_file, write_to
 
@@ -33,6 +35,7 @@ class LazyStore:
     def __init__(self, db_url: str) -> None:
         self.db_url = db_url
         self._file = sqlite_file(db_url)
+        self._postgres = PostgresWriter(db_url) if is_postgres(db_url) else None
         self._store: Store | None = None
         self._opening = asyncio.Lock()
 
@@ -54,7 +57,13 @@ class LazyStore:
     async def prepare(self) -> None:
         """Connect and migrate to head as opening would, in a child process
         (``proxy.store.preflight``) that loads SQLAlchemy and Alembic so that this one does not.
-        Raises ``StoreError`` (or ``ConfigError``, for the URL) with the child's one line."""
+        Raises ``StoreError`` (or ``ConfigError``, for the URL) with the child's one line.
+
+        A process that has SQLAlchemy loaded already (one embedding the app, the tests) opens
+        the store instead: there is nothing to keep out of it, and a child costs a second."""
+        if "sqlalchemy" in sys.modules:
+            await self.get()
+            return
         level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
         check = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "proxy.store.preflight", level,
@@ -72,9 +81,14 @@ class LazyStore:
         return None if self._file is None else write_to(self._file, records)
 
     async def insert(self, records: Sequence[Record]) -> None:
-        await (await self.get()).insert(records)
+        if self._postgres is not None:
+            await self._postgres.insert(records)
+        else:
+            await (await self.get()).insert(records)
 
     async def close(self) -> None:
+        if self._postgres is not None:
+            await self._postgres.close()
         store, self._store = self._store, None
         if store is not None:
             await store.engine.dispose()

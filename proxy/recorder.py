@@ -74,9 +74,19 @@ class Destination(Protocol):
 def _looks_like_outage(exc: BaseException) -> bool:
     """Locked, read-only, unreachable or dropped (or, for a store opened on first use, not to be
     opened): the database, not the records, is at fault."""
-    # Looked up, not imported: a process that never loaded SQLAlchemy has none of its errors.
-    errors = sys.modules.get("sqlalchemy.exc")
-    database = (errors.OperationalError, errors.InterfaceError) if errors is not None else ()
+    # Looked up, not imported: a process that never loaded a driver has none of its errors.
+    database: tuple[type[BaseException], ...] = ()
+    sqlalchemy = sys.modules.get("sqlalchemy.exc")
+    if sqlalchemy is not None:
+        database += (sqlalchemy.OperationalError, sqlalchemy.InterfaceError)
+    asyncpg = sys.modules.get("asyncpg.exceptions")
+    if asyncpg is not None:
+        # Serve's own PostgreSQL writes: connection lost or refused, server shutting down or out
+        # of connections, a read-only server.
+        database += (
+            asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.OperatorInterventionError,
+            asyncpg.InsufficientResourcesError, asyncpg.ReadOnlySQLTransactionError,
+        )
     return isinstance(exc, (*database, StoreError, OSError, TimeoutError)) or bool(
         getattr(exc, "connection_invalidated", False)
     )

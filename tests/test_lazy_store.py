@@ -10,6 +10,7 @@ import sqlite3
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 import openai
 
 from proxy.lazy_store import LazyStore
@@ -17,6 +18,7 @@ from proxy.recorder import Recorder
 from proxy.spool import Spool
 from tests.conftest import API_KEY
 from tests.fakes import FakeUpstream
+from tests.pgtest import run_in_thread
 from tests.processes import ServeProcess
 from tests.recordings import make_record
 from tests.test_cli import cli
@@ -29,21 +31,36 @@ def _loaded(pid: int, package: str) -> bool:
     return f"/{package}/" in Path(f"/proc/{pid}/maps").read_text()
 
 
-async def _stored(db_file: Path, rec_id: str) -> str | None:
-    """The recording's stored reply text, once the worker has written it (read with plain sqlite3)."""
+async def _stored(db_url: str, rec_id: str) -> str | None:
+    """The recording's stored reply, once it is written, read without streamproxy (sqlite3, asyncpg)."""
     for _ in range(200):
-        with contextlib.closing(sqlite3.connect(db_file)) as conn:
-            row = conn.execute("SELECT reply FROM recordings WHERE id = ?", (rec_id,)).fetchone()
-        if row is not None:
-            return str(row[0])
+        if db_url.startswith("sqlite"):
+            with contextlib.closing(sqlite3.connect(db_url.split("///", 1)[1])) as conn:
+                row = conn.execute("SELECT reply FROM recordings WHERE id = ?", (rec_id,)).fetchone()
+            reply = None if row is None else str(row[0])
+        else:
+            reply = run_in_thread(lambda: _pg_reply(db_url, rec_id))
+        if reply is not None:
+            return reply
         await asyncio.sleep(0.05)
     return None
 
 
-async def test_serving_records_without_sqlalchemy_and_the_first_read_loads_it(fake_upstream: FakeUpstream, tmp_path: Path) -> None:
+async def _pg_reply(db_url: str, rec_id: str) -> str | None:
+    conn = await asyncpg.connect(db_url.replace("postgresql+asyncpg://", "postgresql://", 1))
+    try:
+        value = await conn.fetchval("SELECT reply::text FROM recordings WHERE id = $1", rec_id)
+        return None if value is None else str(value)
+    finally:
+        await conn.close()
+
+
+async def test_serving_records_without_sqlalchemy_and_the_first_read_loads_it(
+    fake_upstream: FakeUpstream, tmp_path: Path, db_url: str
+) -> None:
+    """On a SQLite file the worker writes, on PostgreSQL serve through asyncpg alone."""
     fake_upstream.sse("/v1/chat/completions", chat_events(PIECES))
-    db_file = tmp_path / "r.db"
-    server = ServeProcess("--upstream", fake_upstream.url, "--db", f"sqlite+aiosqlite:///{db_file}", log_path=tmp_path / "serve.log")
+    server = ServeProcess("--upstream", fake_upstream.url, "--db", db_url, log_path=tmp_path / "serve.log")
     await server.start()
     try:
         assert server.proc is not None
@@ -52,8 +69,8 @@ async def test_serving_records_without_sqlalchemy_and_the_first_read_loads_it(fa
             resp = await client.chat.completions.with_raw_response.create(**REQUEST, stream=True)
             rec_id = resp.headers["x-recording-id"]
             assert "".join([c.choices[0].delta.content or "" async for c in resp.parse() if c.choices]) == "".join(PIECES)
-        stored = await _stored(db_file, rec_id)
-        assert stored is not None and "".join(PIECES) in stored  # written, and assembled, by the worker
+        stored = await _stored(db_url, rec_id)
+        assert stored is not None and "".join(PIECES) in stored  # written, and assembled
         assert _loaded(pid, "sqlalchemy") is False
 
         async with aiohttp.ClientSession() as s, s.get(f"{server.url}/recordings/{rec_id}") as r:
@@ -63,6 +80,7 @@ async def test_serving_records_without_sqlalchemy_and_the_first_read_loads_it(fa
         assert _loaded(pid, "sqlalchemy") is True
     finally:
         assert await server.stop() == 0
+    assert API_KEY not in (tmp_path / "serve.log").read_text()
 
 
 def test_a_sqlite_file_that_is_not_a_database_stops_the_start_with_one_line(tmp_path: Path) -> None:

@@ -9,7 +9,9 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
+import asyncpg
 import openai
+import orjson
 import pytest
 
 from proxy.filters import Filters
@@ -18,7 +20,7 @@ from proxy.store import Store, create_engine
 from tests.conftest import API_KEY, ProxyFactory
 from tests.fakes import FakeUpstream, Script
 from tests.faultkit import wait_until
-from tests.pgtest import PgDatabase
+from tests.pgtest import PgDatabase, run_in_thread
 from tests.processes import ServeProcess
 from tests.recorded import cli
 from tests.tcprelay import TcpRelay
@@ -204,3 +206,57 @@ async def test_database_password_is_never_printed(
     outputs += [unreachable.stdout, unreachable.stderr.encode()]
     for out in outputs:
         assert SECRET.encode() not in out and quote(SECRET, safe="").encode() not in out
+
+
+def test_a_postgresql_url_is_handed_to_asyncpg_as_it_reads_urls() -> None:
+    from proxy.postgres_writer import asyncpg_dsn
+
+    assert asyncpg_dsn("postgresql+asyncpg://u:p%40ss@db.example:5433/rec") == "postgresql://u:p%40ss@db.example:5433/rec"
+    assert asyncpg_dsn("postgresql+asyncpg://u@h/d?ssl=require&application_name=sp") == "postgresql://u@h/d?sslmode=require&application_name=sp"
+    assert asyncpg_dsn("postgresql+asyncpg://u@h/d?sslmode=verify-full") == "postgresql://u@h/d?sslmode=verify-full"
+
+
+async def _pg(dsn: str, *sql: str) -> None:
+    conn = await asyncpg.connect(dsn, timeout=5)
+    try:
+        for statement in sql:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+@postgres_only
+async def test_a_record_postgresql_refuses_is_set_aside_and_the_batch_goes_in(
+    db_url: str, pg_database: PgDatabase, fake_upstream: FakeUpstream, proxy_factory: ProxyFactory, tmp_path: Path
+) -> None:
+    """serve's own asyncpg writes: a record the database refuses (a trigger raising) is found by
+    writing the batch one at a time and goes aside; the others of its batch are stored."""
+    proxy = await proxy_factory()
+    await asyncio.to_thread(run_in_thread, lambda: _pg(
+        pg_database.dsn,
+        "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN IF NEW.path = '/v1/poison' THEN RAISE EXCEPTION 'refused by the test'; END IF; RETURN NEW; END $$",
+        "CREATE TRIGGER refuse BEFORE INSERT ON recordings FOR EACH ROW EXECUTE FUNCTION refuse_poison()",
+    ))
+    try:
+        fake_upstream.sse(CHAT, chat_events(PIECES))
+        fake_upstream.json("/v1/poison", {"ok": True})
+        async def post_poison() -> str:
+            async with aiohttp.ClientSession() as s, s.post(proxy.base_url + "/poison", json=REQUEST) as r:
+                return r.headers["X-Recording-Id"]
+
+        # Together, so that they end close enough to share a batch.
+        refused = asyncio.ensure_future(post_poison())
+        ids = [rec_id for rec_id, _ in await asyncio.gather(*(_chat(proxy.base_url) for _ in range(3)))]
+        poison = await refused
+        await proxy.drain()
+        assert proxy.recorder.stats.rejected == 1 and proxy.recorder.stats.db_failures == 0
+        for rec_id in ids:
+            assert await proxy.store.get(rec_id) is not None
+        assert await proxy.store.get(poison) is None
+        rejected = [orjson.loads(line)["id"] for p in (tmp_path / "spool").glob("rejected-*") for line in p.read_bytes().splitlines()]
+        assert rejected == [poison]
+    finally:
+        await asyncio.to_thread(
+            run_in_thread, lambda: _pg(pg_database.dsn, "DROP TRIGGER IF EXISTS refuse ON recordings", "DROP FUNCTION IF EXISTS refuse_poison()")
+        )

@@ -137,3 +137,4 @@ def test_postgresql_statements_are_those_sqlalchemy_compiles_and_binds() -> None
     first = ours[0][0]
     width = len(RecordingRow.__table__.c)
     assert f"${width + 1}::VARCHAR" in first and first.count("::TIMESTAMP WITH TIME ZONE") == 2 * (len(ours[0][1]) // width)
+

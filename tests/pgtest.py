@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import asyncpg
 from yarl import URL
 
-__all__ = ["ADMIN_DSN", "PgDatabase", "run_in_thread", "stored_bytes"]
+__all__ = ["ADMIN_DSN", "PgDatabase", "run_in_thread", "run_sql", "stored_bytes"]
 
 ADMIN_DSN = os.environ.get("STREAMPROXY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -45,7 +45,8 @@ def run_in_thread(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
     return box["value"]  # type: ignore[no-any-return]
 
 
-async def _admin(dsn: str, *sql: str) -> None:
+async def run_sql(dsn: str, *sql: str) -> None:
+    """Run the statements in order, on one connection opened for them."""
     conn = await asyncpg.connect(dsn, timeout=5)
     try:
         for statement in sql:
@@ -78,10 +79,10 @@ class PgDatabase:
         return "postgresql+asyncpg://" + str(URL(self.dsn).with_host(host).with_port(port)).split("://", 1)[1]
 
     def create(self) -> None:
-        run_in_thread(lambda: _admin(self.admin_dsn, f'CREATE DATABASE "{self.name}"'))
+        run_in_thread(lambda: run_sql(self.admin_dsn, f'CREATE DATABASE "{self.name}"'))
 
     def drop(self) -> None:
-        run_in_thread(lambda: _admin(self.admin_dsn, f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
+        run_in_thread(lambda: run_sql(self.admin_dsn, f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
 
     def reset(self) -> None:
         """Empty every table but keep the schema (fast; the first test of a run starts from nothing)."""
@@ -90,7 +91,7 @@ class PgDatabase:
     def empty(self) -> None:
         """Drop every table, the migration history too: an empty database."""
         run_in_thread(
-            lambda: _admin(self.dsn, "SET lock_timeout = '10s'", "DROP SCHEMA public CASCADE", "CREATE SCHEMA public")
+            lambda: run_sql(self.dsn, "SET lock_timeout = '10s'", "DROP SCHEMA public CASCADE", "CREATE SCHEMA public")
         )
 
     async def _truncate(self) -> None:

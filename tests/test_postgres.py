@@ -9,7 +9,6 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
-import asyncpg
 import openai
 import orjson
 import pytest
@@ -20,7 +19,7 @@ from proxy.store import Store, create_engine
 from tests.conftest import API_KEY, ProxyFactory
 from tests.fakes import FakeUpstream, Script
 from tests.faultkit import wait_until
-from tests.pgtest import PgDatabase, run_in_thread
+from tests.pgtest import PgDatabase, run_in_thread, run_sql
 from tests.processes import ServeProcess
 from tests.recorded import cli
 from tests.tcprelay import TcpRelay
@@ -216,15 +215,6 @@ def test_a_postgresql_url_is_handed_to_asyncpg_as_it_reads_urls() -> None:
     assert asyncpg_dsn("postgresql+asyncpg://u@h/d?sslmode=verify-full") == "postgresql://u@h/d?sslmode=verify-full"
 
 
-async def _pg(dsn: str, *sql: str) -> None:
-    conn = await asyncpg.connect(dsn, timeout=5)
-    try:
-        for statement in sql:
-            await conn.execute(statement)
-    finally:
-        await conn.close()
-
-
 @postgres_only
 async def test_a_record_postgresql_refuses_is_set_aside_and_the_batch_goes_in(
     db_url: str, pg_database: PgDatabase, fake_upstream: FakeUpstream, proxy_factory: ProxyFactory, tmp_path: Path
@@ -232,7 +222,7 @@ async def test_a_record_postgresql_refuses_is_set_aside_and_the_batch_goes_in(
     """serve's own asyncpg writes: a record the database refuses (a trigger raising) is found by
     writing the batch one at a time and goes aside; the others of its batch are stored."""
     proxy = await proxy_factory()
-    await asyncio.to_thread(run_in_thread, lambda: _pg(
+    await asyncio.to_thread(run_in_thread, lambda: run_sql(
         pg_database.dsn,
         "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS "
         "$$ BEGIN IF NEW.path = '/v1/poison' THEN RAISE EXCEPTION 'refused by the test'; END IF; RETURN NEW; END $$",
@@ -258,5 +248,5 @@ async def test_a_record_postgresql_refuses_is_set_aside_and_the_batch_goes_in(
         assert rejected == [poison]
     finally:
         await asyncio.to_thread(
-            run_in_thread, lambda: _pg(pg_database.dsn, "DROP TRIGGER IF EXISTS refuse ON recordings", "DROP FUNCTION IF EXISTS refuse_poison()")
+            run_in_thread, lambda: run_sql(pg_database.dsn, "DROP TRIGGER IF EXISTS refuse ON recordings", "DROP FUNCTION IF EXISTS refuse_poison()")
         )

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import LargeBinary, Table, bindparam
-from sqlalchemy.dialects import sqlite
+from sqlalchemy.dialects import postgresql, sqlite
 
 from proxy import rows
 from proxy.assemble import assemble
@@ -22,12 +22,13 @@ from tests.recordings import make_record
 from tests.test_worker_writes import recordings
 
 
-def _by_sqlalchemy(table: Any) -> tuple[str, list[tuple[str, Any]]]:
-    """The multi-row-ready INSERT and each column's bind processor, as SQLAlchemy makes them for
-    the store's own engine (its JSON serializer included)."""
+def _by_sqlalchemy(table: Any, url: str = "sqlite+aiosqlite://") -> tuple[str, list[tuple[str, Any]]]:
+    """The one-row INSERT and each column's bind processor, as SQLAlchemy makes them for the
+    store's own engine on ``url``'s backend (its JSON serializer included)."""
     assert isinstance(table, Table)
-    dialect = create_engine("sqlite+aiosqlite://").dialect
-    stmt = sqlite.insert(table).values({c.name: bindparam(c.name, type_=c.type) for c in table.c})
+    dialect = create_engine(url).dialect
+    insert = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
+    stmt = insert(table).values({c.name: bindparam(c.name, type_=c.type) for c in table.c})
     compiled = stmt.on_conflict_do_nothing(index_elements=["id"]).compile(dialect=dialect)
     assert compiled.positiontup is not None
     processors = [
@@ -112,24 +113,14 @@ def test_only_a_plain_sqlite_file_is_written_beside_the_store(tmp_path: Path) ->
 
 
 def test_postgresql_statements_are_those_sqlalchemy_compiles_and_binds() -> None:
-    from sqlalchemy.dialects import postgresql
-
-    dialect = create_engine("postgresql+asyncpg://postgres@127.0.0.1/test").dialect
     records = [*_assembled(recordings()), *_odd_ones()]
     ours = rows.postgres_statements(records)
     one = rows.postgres_statements(records[:1])  # a statement of one row for each table
     assert len(one) == 2
     expected_params: list[Any] = []
     for table, pick in ((RecordingRow.__table__, 0), (RecordingBodyRow.__table__, 1)):
-        assert isinstance(table, Table)
-        stmt = postgresql.insert(table).values({c.name: bindparam(c.name, type_=c.type) for c in table.c})
-        compiled = stmt.on_conflict_do_nothing(index_elements=["id"]).compile(dialect=dialect)
-        assert compiled.positiontup is not None
-        processors = [
-            (name, None if isinstance(table.c[name].type, LargeBinary) else table.c[name].type.dialect_impl(dialect).bind_processor(dialect))
-            for name in compiled.positiontup
-        ]
-        assert one[pick][0] == str(compiled)
+        sql, processors = _by_sqlalchemy(table, "postgresql+asyncpg://postgres@127.0.0.1/test")
+        assert one[pick][0] == sql
         for rec in records:
             expected_params.extend(_bound(processors, rows.row_values(copy.deepcopy(rec))[pick]))
     assert [v for _, params in ours for v in params] == expected_params

@@ -39,10 +39,6 @@ class LazyStore:
         self._store: Store | None = None
         self._opening = asyncio.Lock()
 
-    @property
-    def opened(self) -> bool:
-        return self._store is not None
-
     async def get(self) -> Store:
         """The store, opened now if it is not yet; raises ``StoreError`` if the database cannot
         be used (and tries again at the next call)."""

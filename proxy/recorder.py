@@ -51,6 +51,11 @@ _STRIKES = 3
 
 # A batch taken from the queue, its enqueue times, and its assembly (and write) under way.
 _Ahead = tuple[list[Record], list[float], "asyncio.Future[bool]"]
+# Batches under way beside the one the recorder waits for, with assembly workers. A worker answers
+# in ~40 ms, but at 500 streams serve's event loop turns some ten times a second, and a batch costs
+# the recorder a few turns: one batch at a time, recordings came faster than they were written
+# and some 2,000 waited in memory (10 MB). In process, assembly takes the loop's own time: one.
+_AHEAD_WITH_WORKERS = 2
 
 
 @dataclass(slots=True)
@@ -148,7 +153,8 @@ class Recorder:
         self.batch_size = batch_size
         self.stats = RecorderStats()
         self._pending: deque[tuple[Record, float]] = deque()
-        self._ahead: _Ahead | None = None  # the next batch, taken from _pending, being assembled
+        self._ahead: deque[_Ahead] = deque()  # the next batches, taken from _pending, being assembled
+        self._max_ahead = _AHEAD_WITH_WORKERS if pool is not None and pool.size else 1
         self._pending_bytes = 0
         self._overflow: list[Record] = []
         self._overflow_bytes = 0
@@ -168,7 +174,7 @@ class Recorder:
     @property
     def depth(self) -> int:
         """Recordings waiting in memory."""
-        ahead = len(self._ahead[0]) if self._ahead is not None else 0
+        ahead = sum(len(batch) for batch, _, _ in self._ahead)
         return len(self._pending) + len(self._overflow) + ahead
 
     def submit(self, rec: Record) -> None:
@@ -224,7 +230,7 @@ class Recorder:
             if self._overflow:
                 await self._spill()
                 continue
-            if self._ahead is not None:
+            if self._ahead:
                 await self._write_pending(may_try_db)
                 continue
             if self._pending:
@@ -297,9 +303,15 @@ class Recorder:
             times.append(t)
         return batch, times, asyncio.ensure_future(self._assemble(batch, backlog, write=write))
 
+    def _start_ahead(self, may_try_db: bool) -> None:
+        """Start the next batches' assembly (in a worker process, and write), to run while this
+        one is written, as far as there is room and work worth starting."""
+        while may_try_db and len(self._ahead) < self._max_ahead and self._worth_starting_next():
+            self._ahead.append(self._assemble_next(write=True))
+
     async def _write_pending(self, may_try_db: bool) -> None:
-        ahead, self._ahead = self._ahead or self._assemble_next(write=may_try_db), None
-        batch, times, assembling = ahead
+        batch, times, assembling = self._ahead.popleft() if self._ahead else self._assemble_next(write=may_try_db)
+        self._start_ahead(may_try_db)
         refused_whole: DatabaseRefused | None = None
         try:
             written = await assembling
@@ -309,9 +321,7 @@ class Recorder:
             raise
         except DatabaseRefused as exc:
             written, refused_whole = False, exc
-        if may_try_db and self._worth_starting_next():
-            # The next batch's assembly (in a worker process) runs while this one is written.
-            self._ahead = self._assemble_next(write=True)
+        self._start_ahead(may_try_db)
         if written:
             self._written(batch, times, [])
             return
@@ -468,10 +478,10 @@ class Recorder:
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
         leftover = [r for r, _ in self._pending] + self._overflow
-        if self._ahead is not None:
-            self._ahead[2].cancel()
-            leftover = self._ahead[0] + leftover
-            self._ahead = None
+        while self._ahead:
+            batch, _, assembling = self._ahead.pop()
+            assembling.cancel()
+            leftover = batch + leftover
         self._overflow = []
         self._overflow_bytes = 0
         self._pending.clear()

@@ -212,6 +212,45 @@ async def test_batches_asked_at_once_take_turns_on_a_worker() -> None:
         await pool.close()
 
 
+async def test_many_batches_on_their_way_at_once_each_get_their_own_answer() -> None:
+    """The recorder keeps batches on their way to a worker while it waits for the first: the
+    worker answers in the order asked, and each caller reads its own answer."""
+    pool = AssemblyPool(1)
+    await pool.start()
+    try:
+        names = ["chat_simple", "completions", "responses_text", "chat_tools", "responses_tool", "chat_simple"]
+        batches = [[_record(n) for _ in range(k + 1)] for k, n in enumerate(names)]
+        assert await asyncio.gather(*(pool.assemble(b) for b in batches)) == [True] * len(names)
+        for name, batch in zip(names, batches, strict=True):
+            assert [r.reply for r in batch] == [SHAPES[name].full] * len(batch), name
+        assert len(worker_pids()) == 1
+    finally:
+        await pool.close()
+
+
+async def test_a_worker_killed_with_batches_on_their_way_fails_each_and_one_replaces_it() -> None:
+    pool = AssemblyPool(1)
+    await pool.start()
+    try:
+        (first,) = worker_pids()
+        os.kill(first, signal.SIGSTOP)  # it holds on to what it is asked, then dies
+        batches = [[_record("chat_simple")] for _ in range(4)]
+        asked = [asyncio.ensure_future(pool.assemble(b)) for b in batches]
+        await asyncio.sleep(0.2)
+        os.kill(first, signal.SIGKILL)
+        assert await asyncio.gather(*asked) == [False] * 4
+        assert all(not r.assembled for b in batches for r in b), "the caller assembles them"
+
+        more = [[_record("completions")] for _ in range(3)]
+        assert await asyncio.gather(*(pool.assemble(b) for b in more)) == [True] * 3
+        assert all(b[0].reply == SHAPES["completions"].full for b in more)
+        assert len(worker_pids()) == 1, "batches asked at once after a failure share one new worker"
+        assert first not in worker_pids()
+    finally:
+        await pool.close()
+    assert worker_pids() == set()
+
+
 @SQLITE
 @pytest.mark.parametrize("mode", ["replay", "passthrough"])
 async def test_no_worker_where_nothing_upstream_is_recorded(proxy_factory: ProxyFactory, mode: str) -> None:

@@ -24,7 +24,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from proxy.assembly_worker import LENGTH, Answer, Job, Packed, WriteTo, frame, unframe
+from proxy.worker_frames import LENGTH, Answer, Job, Packed, WriteTo, frame, unframe
 from proxy.record import Record
 
 __all__ = ["AssemblyPool", "DatabaseRefused"]

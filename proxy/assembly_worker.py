@@ -6,7 +6,7 @@ pickled, then compressed: a batch's answer (200 replies and search texts, ~0.7 M
 the pipe's buffer (uvloop's are socketpairs of ~200 KB), and every refill waited for a turn of the
 relay's busy event loop; compressed, it crosses in one (tens of KB, ~1 ms to pack and unpack).
 It imports the fold and nothing heavier (no asyncio, whose ssl alone weighs some 9 MB): it is a
-second process on a small machine. The pool imports the frame format from here.
+second process on a small machine. What crosses the pipes is in ``proxy.worker_frames``.
 
 With a SQLite file, a batch comes with its rows (``WriteTo``), and the worker writes them itself
 once it has assembled them, with its own connection: then only whether that worked comes back.
@@ -22,68 +22,21 @@ batches as they come. A burst of streams thus pays no index upkeep while it is r
 from __future__ import annotations
 
 import os
-import pickle
 import select
 import sqlite3
-import struct
 import sys
-import zlib
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 from proxy.assemble import assemble, usage_tokens
-from proxy.prepare import deflate, json_text, search_text, unpack_chunks
-from proxy.sqlite_batch import (
-    BACKLOG_BYTES, BACKLOG_ROWS, INDEX_SLICE, RowsInsert, connect, index_backlog, index_some, index_statements, write_batch,
-)
+from proxy.prepare import json_text, search_text, unpack_chunks
+from proxy.sqlite_batch import BACKLOG_BYTES, BACKLOG_ROWS, INDEX_SLICE, connect, index_backlog, index_some, index_statements, write_batch
+from proxy.worker_frames import LENGTH, Answer, Assembled, Job, Packed, WriteTo, frame, unframe
 
-__all__ = [
-    "LENGTH", "QUIET_SECONDS", "Answer", "Assembled", "Job", "Packed", "WriteTo", "assemble_packed", "frame",
-    "index_while_quiet", "read_frame", "run_job", "unframe",
-]
-
-# What one recording sends: path, content type, request body, and its body and chunk ends as stored
-# (compressed: a 50 KB stream crosses the pipe as ~1 KB); not the chunk offsets, which the fold
-# does not need.
-Packed = tuple[str, str | None, bytes, bytes, str, bytes]
-# What comes back: the reply, the notes, the search text.
-Assembled = tuple[dict[str, Any] | None, list[str], str]
-
-
-class WriteTo(NamedTuple):
-    """A batch's rows, for the worker to write once it has assembled them (``rows.write_to``)."""
-
-    database: str  # the SQLite file
-    recordings: RowsInsert
-    bodies: RowsInsert
-    # Where a ``recordings`` row holds the reply, the notes, the prompt and completion tokens and
-    # the search text, which the worker fills in; the notes' place holds the notes made so far.
-    assembled_at: tuple[int, int, int, int, int]
-    rows: list[tuple[Any, ...]]  # ``recordings`` rows, bound for the driver
-    body_rows: list[tuple[Any, ...]]  # ``recording_bodies`` rows, bound for the driver
-
-
-# What the worker is asked: the packed recordings, and their rows when it is to write them.
-Job = tuple[list[Packed], WriteTo | None]
-# What it answers: each recording's reply, notes and search text (None once written), and the
-# database's refusal if it refused the write: its message, and whether it looks like an outage.
-Answer = tuple[list[Assembled] | None, tuple[str, bool] | None]
-
-LENGTH = struct.Struct("<Q")
+__all__ = ["QUIET_SECONDS", "assemble_packed", "index_while_quiet", "read_frame", "run_job"]
 
 # No batch for this long, and the relay is between bursts: time to catch up on the search index.
 QUIET_SECONDS = 0.5
-
-
-def frame(obj: Any) -> bytes:
-    """``obj`` as one frame: its length, then it pickled and compressed."""
-    payload = deflate(pickle.dumps(obj, protocol=5))
-    return LENGTH.pack(len(payload)) + payload
-
-
-def unframe(payload: bytes) -> Any:
-    """What :func:`frame` was given. Raises ``zlib.error`` or ``pickle.UnpicklingError`` on garbage."""
-    return pickle.loads(zlib.decompress(payload))
 
 
 def read_frame(read: Any) -> bytes | None:

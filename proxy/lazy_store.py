@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from proxy.assembly_worker import WriteTo
+from proxy.worker_frames import WriteTo
 from proxy.errors import ConfigError, StoreError
 from proxy.postgres_writer import PostgresWriter, is_postgres
 from proxy.record import Record

@@ -23,7 +23,7 @@ from typing import Protocol
 
 from proxy.assemble import assemble
 from proxy.assembly_pool import AssemblyPool, DatabaseRefused
-from proxy.assembly_worker import WriteTo
+from proxy.worker_frames import WriteTo
 from proxy.errors import StoreError
 from proxy.record import Record
 from proxy.spool import Spool

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from proxy.assemble import usage_tokens
-from proxy.assembly_worker import WriteTo
+from proxy.worker_frames import WriteTo
 from proxy.prepare import body_size, chunk_count, json_text, pack_chunks, search_text
 from proxy.record import Record
 from proxy.settings import sqlite_path

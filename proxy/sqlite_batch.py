@@ -14,10 +14,13 @@ the index (every pending recording is a candidate, checked by ``LIKE``).
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import sqlite3
 
 __all__ = [
     "ALL", "BACKLOG_BYTES", "BACKLOG_ROWS", "BUSY_TIMEOUT", "INDEX_SLICE", "SESSION_PRAGMAS", "RowsInsert", "Statements",
@@ -26,6 +29,9 @@ __all__ = [
 
 # Set on every connection (the file's own settings, WAL and page size, are set when it is made).
 SESSION_PRAGMAS = ("PRAGMA synchronous=NORMAL", "PRAGMA foreign_keys=ON")
+# The worker's page cache: it appends and reads back little. SQLite's default of 2 MB held the
+# worker's peak ~1.2 MB higher over a run of 200-recording batches, for no measurable CPU.
+_WRITER_CACHE = "PRAGMA cache_size=-512"
 # How long a write waits for another connection's lock, as serve's own connections do.
 BUSY_TIMEOUT = 5.0
 
@@ -33,7 +39,12 @@ BUSY_TIMEOUT = 5.0
 # (3.32 and later; 32 rows under the 999 of older ones). Statements come in power-of-two sizes
 # because the driver caches each distinct statement with its last parameters (bodies included)
 # still bound: arbitrary sizes kept hundreds of MB alive.
-_MAX_ROWS_PER_STATEMENT = 256 if sqlite3.sqlite_version_info >= (3, 32) else 32
+@cache
+def _max_rows_per_statement() -> int:
+    import sqlite3  # here: serve builds statements for its worker and never loads the driver
+
+    return 256 if sqlite3.sqlite_version_info >= (3, 32) else 32
+
 
 Statements = list[tuple[str, tuple[Any, ...]]]
 
@@ -77,7 +88,7 @@ class RowsInsert:
 
     def statements(self, rows: Sequence[tuple[Any, ...]]) -> Statements:
         """(SQL, parameters) for ``rows``, already bound (each a tuple in column order)."""
-        return in_parts(rows, _MAX_ROWS_PER_STATEMENT, self.sql)
+        return in_parts(rows, _max_rows_per_statement(), self.sql)
 
     def sql(self, size: int) -> str:
         return self.head + ", ".join([self.group] * size) + self.tail
@@ -85,8 +96,10 @@ class RowsInsert:
 
 def connect(path: str) -> sqlite3.Connection:
     """A connection to write batches with (the assembly worker's)."""
+    import sqlite3
+
     db = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None)
-    for pragma in SESSION_PRAGMAS:
+    for pragma in (*SESSION_PRAGMAS, _WRITER_CACHE):
         db.execute(pragma)
     return db
 

@@ -72,6 +72,8 @@ async def test_serving_records_without_sqlalchemy_and_the_first_read_loads_it(
         stored = await _stored(db_url, rec_id)
         assert stored is not None and "".join(PIECES) in stored  # written, and assembled
         assert _loaded(pid, "sqlalchemy") is False
+        # Nor the SQLite driver: on a SQLite file the worker writes what serve hands it.
+        assert "/_sqlite3." not in Path(f"/proc/{pid}/maps").read_text()
 
         async with aiohttp.ClientSession() as s, s.get(f"{server.url}/recordings/{rec_id}") as r:
             assert r.status == 200

@@ -12,7 +12,7 @@ from sqlalchemy import Select, delete, func, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
 
-from proxy.assembly_worker import WriteTo
+from proxy.worker_frames import WriteTo
 from proxy.filters import Filters
 from proxy.prepare import unpack_chunks
 from proxy.record import Outcome, Record

@@ -1,14 +1,14 @@
 /* proxy._sse_split: proxy.sse.split_reads for an event stream with no \r, in C, packed as
  * recording_bodies stores it (proxy.prepare.pack_reads calls it).
  *
- * The relay keeps each read of an event stream and the time it came, and at the end of the
- * stream splits the reads into events, each timed by the read that completed it. In Python that
- * took some 60 µs a 200-event stream on the relay's thread (and three times that between other
- * processes' turns on a busy machine, with cold caches): the split itself, then a bisect per read
- * to time the events, then two arrays packed from lists. Here it is one pass with memchr.
+ * The relay keeps an event stream's body, where each read of it ended and the time it came
+ * (proxy.reads.Reads), and at the end of the stream splits the body into events, each timed by
+ * the read that completed it. In Python that took some 60 µs a 200-event stream on the relay's
+ * thread (and three times that between other processes' turns on a busy machine, with cold
+ * caches): the split itself, then a bisect per read to time the events, then two arrays packed
+ * from lists. Here it is one pass with memchr.
  *
- * What it gives is exactly what split_reads gives, then pack_body packs:
- *  - the body: the reads joined;
+ * What it gives is exactly what split_reads gives for the same reads, then pack_body packs:
  *  - an event ends after each "\n\n", found left to right without overlap (bytes.split's
  *    matches); what follows the last one, if anything, is one more event, flushed at the end;
  *  - an event's time is that of the first read whose end is at or past the event's end (the
@@ -59,53 +59,46 @@ grow(uint64_t **ends, double **at, Py_ssize_t *cap, Py_ssize_t count)
 static PyObject *
 split_packed(PyObject *module, PyObject *args)
 {
-    PyObject *reads, *times;
-    if (!PyArg_ParseTuple(args, "O!O!:split_packed", &PyList_Type, &reads, &PyList_Type, &times))
+    Py_buffer body, ends_in, times_in;
+    if (!PyArg_ParseTuple(args, "y*y*y*:split_packed", &body, &ends_in, &times_in))
         return NULL;
-    Py_ssize_t n = PyList_GET_SIZE(reads);
-    if (PyList_GET_SIZE(times) != n) {
-        PyErr_SetString(PyExc_ValueError, "split_packed: reads and times differ in length");
-        return NULL;
-    }
 
-    PyObject *result = NULL, *body = NULL;
-    Py_ssize_t *read_end = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(Py_ssize_t));
-    double *read_at = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(double));
-    uint64_t *ends = NULL;
-    double *at = NULL;
+    PyObject *result = NULL;
+    uint64_t *ends = NULL, *read_end = NULL;
+    double *at = NULL, *read_at = NULL;
     Py_ssize_t cap = 0, count = 0;
+    if (ends_in.len % 8 || times_in.len % 8) {
+        PyErr_SetString(PyExc_ValueError, "split_packed: read ends and times are 8 bytes each");
+        goto done;
+    }
+    Py_ssize_t n = ends_in.len / 8;
+    if (times_in.len / 8 != n) {
+        PyErr_SetString(PyExc_ValueError, "split_packed: read ends and times differ in length");
+        goto done;
+    }
+    const char *b = body.buf;
+    Py_ssize_t total = body.len;
+    /* Read through memcpy: a bytes object's buffer need not be 8-byte aligned. */
+    read_end = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(uint64_t));
+    read_at = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(double));
     if (read_end == NULL || read_at == NULL) {
         PyErr_NoMemory();
         goto done;
     }
-
-    Py_ssize_t total = 0;
+    memcpy(read_end, ends_in.buf, (size_t)n * sizeof(uint64_t));
+    memcpy(read_at, times_in.buf, (size_t)n * sizeof(double));
+    /* The reads must cover the body exactly, each ending at or after the one before. */
+    uint64_t last = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *item = PyList_GET_ITEM(reads, i);
-        if (!PyBytes_Check(item)) {
-            PyErr_Format(PyExc_TypeError, "split_packed: read %zd is %.100s, not bytes", i, Py_TYPE(item)->tp_name);
+        if (read_end[i] < last) {
+            PyErr_SetString(PyExc_ValueError, "split_packed: read ends go backwards");
             goto done;
         }
-        if (PyBytes_GET_SIZE(item) > PY_SSIZE_T_MAX - total) {
-            PyErr_SetString(PyExc_OverflowError, "split_packed: the reads are too long together");
-            goto done;
-        }
-        total += PyBytes_GET_SIZE(item);
-        read_end[i] = total;
-        read_at[i] = PyFloat_AsDouble(PyList_GET_ITEM(times, i));
-        if (read_at[i] == -1.0 && PyErr_Occurred())
-            goto done;
+        last = read_end[i];
     }
-
-    body = PyBytes_FromStringAndSize(NULL, total);
-    if (body == NULL)
+    if ((n ? last : 0) != (uint64_t)total) {
+        PyErr_SetString(PyExc_ValueError, "split_packed: the reads do not end where the body does");
         goto done;
-    char *b = PyBytes_AS_STRING(body);
-    Py_ssize_t pos = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *item = PyList_GET_ITEM(reads, i);
-        memcpy(b + pos, PyBytes_AS_STRING(item), (size_t)PyBytes_GET_SIZE(item));
-        pos += PyBytes_GET_SIZE(item);
     }
     if (total && memchr(b, '\r', (size_t)total) != NULL) {
         result = Py_NewRef(Py_None);
@@ -122,17 +115,17 @@ split_packed(PyObject *module, PyObject *args)
             p = nl + 1;
             continue;
         }
-        Py_ssize_t end = (nl + 2) - b;
+        uint64_t end = (uint64_t)((nl + 2) - b);
         while (read_end[r] < end) /* stops at the last read at the latest: its end is total */
             r++;
         if (grow(&ends, &at, &cap, count) < 0)
             goto done;
-        ends[count] = (uint64_t)end;
+        ends[count] = end;
         at[count] = read_at[r];
         count++;
         p = nl + 2;
     }
-    if (total > (count ? (Py_ssize_t)ends[count - 1] : 0)) { /* the rest, flushed at the end */
+    if ((uint64_t)total > (count ? ends[count - 1] : 0)) { /* the rest, flushed at the end */
         if (grow(&ends, &at, &cap, count) < 0)
             goto done;
         ends[count] = (uint64_t)total;
@@ -154,10 +147,12 @@ split_packed(PyObject *module, PyObject *args)
         put_le64(eo + 8 * k, ends[k]);
         put_le64(ao + 8 * k, bits);
     }
-    result = Py_BuildValue("(ONN)", body, ends_bytes, at_bytes);
+    result = Py_BuildValue("(NN)", ends_bytes, at_bytes);
 
 done:
-    Py_XDECREF(body);
+    PyBuffer_Release(&body);
+    PyBuffer_Release(&ends_in);
+    PyBuffer_Release(&times_in);
     PyMem_Free(read_end);
     PyMem_Free(read_at);
     PyMem_Free(ends);
@@ -167,9 +162,10 @@ done:
 
 static PyMethodDef methods[] = {
     {"split_packed", split_packed, METH_VARARGS,
-     "split_packed(reads, times) -> (body, ends, offsets) | None\n\n"
-     "The reads joined, and where each event ends in them and when it was complete, packed "
-     "little-endian (unsigned 64-bit, double); None when the stream holds a \\r."},
+     "split_packed(body, read_ends, read_times) -> (ends, offsets) | None\n\n"
+     "Where each event of the body ends and when it was complete, packed little-endian (unsigned "
+     "64-bit, double), from where each read ended and when it came (native unsigned 64-bit and "
+     "double, as array('Q') and array('d') hold them); None when the body holds a \\r."},
     {NULL, NULL, 0, NULL},
 };
 

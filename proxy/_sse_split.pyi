@@ -1,3 +1,7 @@
 """proxy.sse.split_reads for a stream with no \\r, in C, packed (proxy/_sse_split.c)."""
 
-def split_packed(reads: list[bytes], times: list[float], /) -> tuple[bytes, bytes, bytes] | None: ...
+from array import array
+
+def split_packed(
+    body: bytes | bytearray | memoryview, read_ends: bytes | array[int], read_times: bytes | array[float], /
+) -> tuple[bytes, bytes] | None: ...

@@ -12,7 +12,7 @@ import sys
 import zlib
 from array import array
 from collections.abc import Callable, Iterable, Sequence
-from itertools import accumulate
+from itertools import accumulate, pairwise
 from typing import Any, NamedTuple, cast
 
 import orjson
@@ -21,8 +21,8 @@ from proxy.assemble import reply_text
 from proxy.sse import split_reads
 
 __all__ = [
-    "PackedChunks", "body_size", "chunk_count", "deflate", "json_text", "pack_body", "pack_chunks", "pack_reads", "search_text",
-    "unpack_chunks",
+    "PackedChunks", "body_size", "chunk_count", "deflate", "inflate", "json_text", "pack_body", "pack_chunks", "pack_reads",
+    "search_text", "shrink", "unpack_chunks",
 ]
 
 _BIG = sys.byteorder == "big"
@@ -83,6 +83,16 @@ def deflate(data: bytes) -> bytes:
     return _FAST_DEFLATE(data, 1) if _FAST_DEFLATE is not None else zlib.compress(data, 1)
 
 
+def shrink(data: bytes) -> bytes | None:
+    """``data`` as :func:`deflate` makes it, or None when that would not make it smaller."""
+    return _compress(data)
+
+
+def inflate(data: bytes) -> bytes:
+    """What :func:`deflate` or :func:`shrink` was given."""
+    return _INFLATE(data)
+
+
 def pack_chunks(chunks: Sequence[bytes], offsets_ms: Sequence[float]) -> PackedChunks:
     """The chunks as one body (compressed when that makes it smaller) and packed chunk ends and offsets."""
     return pack_body(b"".join(chunks), accumulate(map(len, chunks)), offsets_ms)
@@ -106,7 +116,8 @@ def _packed(body: bytes, ends: bytes, offsets: bytes, compress: bool) -> PackedC
     return PackedChunks(compressed, _ZLIB, ends, offsets)
 
 
-SplitPacked = Callable[[list[bytes], list[float]], tuple[bytes, bytes, bytes] | None]
+# proxy._sse_split.split_packed: body, read ends, read times -> (event ends, event offsets), packed.
+SplitPacked = Callable[[bytes, "array[int]", "array[float]"], tuple[bytes, bytes] | None]
 
 
 def _c_split() -> SplitPacked | None:
@@ -121,16 +132,22 @@ _SPLIT_PACKED = _c_split()
 
 
 def pack_reads(
-    reads: list[bytes], times: list[float], *, compress: bool = True, split: SplitPacked | None = _SPLIT_PACKED
+    body: bytes,
+    read_ends: array[int],
+    read_times: array[float],
+    *,
+    compress: bool = True,
+    split: SplitPacked | None = _SPLIT_PACKED,
 ) -> PackedChunks:
-    """An event stream's ``reads`` (read ``i`` came at ``times[i]``) split into its events by
-    :func:`~proxy.sse.split_reads` and packed by :func:`pack_body`, in one pass in C
-    (``proxy._sse_split``) where it is built and the stream has no ``\\r``: the relay does this
-    for every stream, on its thread."""
-    done = split(reads, times) if split is not None else None
+    """An event stream's ``body``, read by reads that ended at ``read_ends`` (``read_ends[i]``
+    came at ``read_times[i]``), split into its events as :func:`~proxy.sse.split_reads` splits
+    those reads and packed by :func:`pack_body`; in one pass in C (``proxy._sse_split``) where it
+    is built and the stream has no ``\\r``: the relay does this for every stream, on its thread."""
+    done = split(body, read_ends, read_times) if split is not None else None
     if done is None:
-        return pack_body(*split_reads(reads, times), compress=compress)
-    body, ends, offsets = done
+        reads = [body[a:b] for a, b in pairwise([0, *read_ends])]
+        return pack_body(*split_reads(reads, read_times), compress=compress)
+    ends, offsets = done
     return _packed(body, ends, offsets, compress)
 
 

@@ -25,7 +25,7 @@ from proxy.errors import error_response
 from proxy.ids import new_id
 from proxy.matching import UNPARSED, match_key
 from proxy.metrics import Metrics
-from proxy.prepare import pack_reads
+from proxy.reads import BLOCK, Reads
 from proxy.record import Outcome, Record
 from proxy.recorder import Recorder
 from proxy.settings import Settings
@@ -168,8 +168,10 @@ class Relay:
         resp: web.StreamResponse | None = None
         upstream: aiohttp.ClientResponse | None = None
         event_stream = False
-        reads: list[bytes] = []
+        reads: list[bytes] = []  # the latest reads; those before them are in `kept`
         read_ms: list[float] = []  # when each read arrived, for an event stream
+        held = 0  # bytes in `reads`
+        kept = Reads(compress=record)
         last_read = loop_start  # then, when the relay next waited for upstream
         writing = False
         watch: asyncio.TimerHandle | None = None
@@ -239,6 +241,10 @@ class Relay:
                 reads.append(data)
                 if event_stream:
                     read_ms.append((last_read - loop_start) * 1000.0)
+                held += len(data)
+                if held >= BLOCK:
+                    kept.fold(reads, read_ms)
+                    held = 0
             await resp.write_eof()
             return resp
         except (TimeoutError, aiohttp.ServerTimeoutError):
@@ -282,11 +288,11 @@ class Relay:
                 watch.cancel()
             if upstream is not None:
                 upstream.release()
-            if event_stream and reads:
+            if event_stream and (reads or kept):
                 # Sealed here, from the body and the event ends: no event becomes an object of its own.
-                rec.packed = pack_reads(reads, read_ms, compress=record)
-            elif reads:
-                rec.chunks.append(b"".join(reads))
+                rec.packed = kept.pack(reads, read_ms, compress=record)
+            elif reads or kept:
+                rec.chunks.append(kept.body(reads))
                 rec.offsets_ms.append((last_read - loop_start) * 1000.0)
             self.finish(rec, loop_start, record)
 

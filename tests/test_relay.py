@@ -10,8 +10,9 @@ import orjson
 import pytest
 
 from proxy.credentials import fingerprint
+from proxy.reads import BLOCK
 from tests.conftest import API_KEY, RunningProxy
-from tests.fakes import FakeUpstream, Script
+from tests.fakes import FakeUpstream, Script, Step
 from tests.pgtest import stored_bytes
 
 
@@ -78,6 +79,32 @@ async def test_raw_bytes_identical_to_direct(fake_upstream: FakeUpstream, proxy:
     assert b"".join(rec.chunks) == body
     assert rec.chunks == chat_events(PIECES * 4)  # one chunk per SSE event, however it was split
     assert rec.offsets_ms == sorted(rec.offsets_ms)
+
+
+async def test_a_long_stream_is_recorded_exactly_with_each_event_timed_by_its_read(
+    fake_upstream: FakeUpstream, proxy: RunningProxy
+) -> None:
+    """Several times ``proxy.reads.BLOCK``, so the relay folds what it read into compressed
+    blocks while the stream goes on; pauses cut it into reads whose times differ."""
+    events = chat_events([f"piece {i} " * 8 for i in range(600)])
+    body = b"".join(events)
+    assert len(body) > 5 * BLOCK
+    third = len(events) // 3
+    first, middle, last = b"".join(events[:third]), b"".join(events[third : 2 * third]), b"".join(events[2 * third :])
+    # The middle third ends mid-event before the second pause: that event is completed by the last read.
+    steps: list[Step] = [*resplit(first, [4096]), 0.3, *resplit(middle[:-7], [777, 5000]), 0.3, middle[-7:], *resplit(last, [9000])]
+    fake_upstream.script("/v1/chat/completions", Script(steps=steps))
+    status, headers, proxied = await raw_post(proxy.base_url + "/chat/completions", {**REQUEST, "stream": True})
+    assert status == 200 and proxied == body
+    await proxy.drain()
+    rec = await proxy.store.get(headers["X-Recording-Id"])
+    assert rec is not None and rec.chunks == events
+    assert rec.offsets_ms == sorted(rec.offsets_ms)
+    first_pause = rec.offsets_ms[third] - rec.offsets_ms[third - 1]
+    second_pause = rec.offsets_ms[2 * third - 1] - rec.offsets_ms[2 * third - 2]
+    assert first_pause >= 250 and second_pause >= 250, (first_pause, second_pause)
+    assert rec.offsets_ms[third - 1] - rec.offsets_ms[0] < 250 and rec.offsets_ms[-1] - rec.offsets_ms[2 * third - 1] < 250
+    assert rec.reply is not None and rec.reply["choices"][0]["message"]["content"] == "".join(f"piece {i} " * 8 for i in range(600))
 
 
 async def test_first_chunk_reaches_client_before_second_is_sent(fake_upstream: FakeUpstream, proxy: RunningProxy) -> None:

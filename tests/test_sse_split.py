@@ -4,7 +4,8 @@ packs byte for byte as splitting it in Python and packing it does, and the relay
 from __future__ import annotations
 
 import os
-from itertools import pairwise
+from array import array
+from itertools import accumulate, pairwise
 
 import pytest
 from hypothesis import given, settings
@@ -36,6 +37,17 @@ def in_python(reads: list[bytes], times: list[float], compress: bool = True) -> 
     return pack_body(*split_reads(reads, times), compress=compress)
 
 
+def as_read(reads: list[bytes], times: list[float]) -> tuple[bytes, array[int], array[float]]:
+    """What the relay keeps of ``reads``: the body, where each read ended, when each came."""
+    return b"".join(reads), array("Q", accumulate(map(len, reads))), array("d", times)
+
+
+def c_split(reads: list[bytes], times: list[float]) -> tuple[bytes, bytes, bytes] | None:
+    body, ends, at = as_read(reads, times)
+    done = _sse_split.split_packed(body, ends, at)
+    return None if done is None else (body, *done)
+
+
 # Mostly \n, so that blank lines, lone line ends and runs of three or more all come up often.
 _PIECES = st.sampled_from([b"\n", b"\n\n", b"\n\n\n", b"data: ", b"x", b"\xc3\xa9", b"data: {}\n\n", b"\r", b"\r\n"])
 
@@ -54,14 +66,14 @@ def test_every_stream_packs_as_the_python_split_packs_it(
     bounds = [0, *sorted(p % (len(data) + 1) for p in points), len(data)]
     reads = [data[a:b] for a, b in pairwise(bounds)]  # empty reads too, where two cuts meet
     times = clock[: len(reads)]
-    assert pack_reads(reads, times, compress=compress) == in_python(reads, times, compress)
-    assert pack_reads(reads, times, compress=compress, split=None) == in_python(reads, times, compress)
+    assert pack_reads(*as_read(reads, times), compress=compress) == in_python(reads, times, compress)
+    assert pack_reads(*as_read(reads, times), compress=compress, split=None) == in_python(reads, times, compress)
 
 
 @needs_split
 def test_events_are_timed_by_the_read_that_completes_them_and_the_rest_by_the_last() -> None:
     reads = [b"data: a\n\ndata: b\n\nda", b"ta: c\n", b"\ndata: cut", b""]
-    body, ends, offsets = _sse_split.split_packed(reads, [1.0, 2.0, 3.0, 4.0]) or (b"", b"", b"")
+    body, ends, offsets = c_split(reads, [1.0, 2.0, 3.0, 4.0]) or (b"", b"", b"")
     chunks, times = unpack_chunks(body, "", ends, offsets)
     assert chunks == [b"data: a\n\n", b"data: b\n\n", b"data: c\n\n", b"data: cut"]
     assert times == [1.0, 1.0, 3.0, 4.0]
@@ -70,24 +82,31 @@ def test_events_are_timed_by_the_read_that_completes_them_and_the_rest_by_the_la
 @needs_split
 def test_a_stream_with_a_carriage_return_is_left_to_python() -> None:
     reads = [b"data: a\r\n\r\n", b"data: b\n\n"]
-    assert _sse_split.split_packed(reads, [1.0, 2.0]) is None
-    assert pack_reads(reads, [1.0, 2.0]) == in_python(reads, [1.0, 2.0])
-    assert unpack_chunks(*pack_reads(reads, [1.0, 2.0]))[0] == [b"data: a\r\n\r\n", b"data: b\n\n"]
+    assert c_split(reads, [1.0, 2.0]) is None
+    assert pack_reads(*as_read(reads, [1.0, 2.0])) == in_python(reads, [1.0, 2.0])
+    assert unpack_chunks(*pack_reads(*as_read(reads, [1.0, 2.0])))[0] == [b"data: a\r\n\r\n", b"data: b\n\n"]
 
 
 @needs_split
 def test_nothing_read_packs_to_nothing() -> None:
-    assert _sse_split.split_packed([], []) == (b"", b"", b"")
-    assert _sse_split.split_packed([b""], [1.0]) == (b"", b"", b"")
+    assert c_split([], []) == (b"", b"", b"")
+    assert c_split([b""], [1.0]) == (b"", b"", b"")
 
 
 @needs_split
 def test_bad_arguments_raise_instead_of_packing_nonsense() -> None:
+    split = _sse_split.split_packed
     with pytest.raises(ValueError, match="differ in length"):
-        _sse_split.split_packed([b"a"], [])
-    with pytest.raises(TypeError, match="not bytes"):
-        _sse_split.split_packed([b"a", "b"], [1.0, 2.0])  # type: ignore[list-item]
+        split(b"a", array("Q", [1]), array("d"))
+    with pytest.raises(ValueError, match="8 bytes each"):
+        split(b"a", b"\x01", array("d", [1.0]))
+    with pytest.raises(ValueError, match="go backwards"):
+        split(b"ab", array("Q", [2, 1, 2]), array("d", [1.0, 2.0, 3.0]))
+    with pytest.raises(ValueError, match="do not end where the body does"):
+        split(b"abc", array("Q", [1, 2]), array("d", [1.0, 2.0]))
+    with pytest.raises(ValueError, match="do not end where the body does"):
+        split(b"a", array("Q"), array("d"))
     with pytest.raises(TypeError):
-        _sse_split.split_packed([b"a"], ["soon"])  # type: ignore[list-item]
+        split("a", array("Q", [1]), array("d", [1.0]))  # type: ignore[arg-type]
     with pytest.raises(TypeError):
-        _sse_split.split_packed((b"a",), [1.0])  # type: ignore[arg-type]
+        split(b"a", [1], [1.0])  # type: ignore[arg-type]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-__all__ = ["cpu_seconds", "die_with_parent", "free_port", "new_loop", "rss_kb", "serve", "tree"]
+__all__ = ["cpu_seconds", "die_with_parent", "free_port", "new_loop", "rss_each_kb", "rss_kb", "serve", "tree"]
 
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -77,11 +77,16 @@ def cpu_seconds(pid: int) -> float:
 
 def rss_kb(pid: int, field: str = "VmRSS") -> int:
     """``VmRSS`` (now) or ``VmHWM`` (peak) of a process, plus its live descendants', in kB."""
-    total = 0
+    return sum(rss_each_kb(pid, field))
+
+
+def rss_each_kb(pid: int, field: str = "VmRSS") -> list[int]:
+    """:func:`rss_kb` process by process: the process first, then its live descendants."""
+    out = []
     for p in tree(pid):
         try:
             lines = Path(f"/proc/{p}/status").read_text().splitlines()
         except OSError:
             continue
-        total += next(int(line.split()[1]) for line in lines if line.startswith(field + ":"))
-    return total
+        out.append(next(int(line.split()[1]) for line in lines if line.startswith(field + ":")))
+    return out

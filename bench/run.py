@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from procs import cpu_seconds, die_with_parent, free_port, rss_kb
+from procs import cpu_seconds, die_with_parent, free_port, rss_each_kb, rss_kb
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -461,6 +461,9 @@ def compare(args: argparse.Namespace, work: Path) -> int:
                              if run.index_s is not None else "")
                           + (f"  errors {lg['errors']} {lg['first_error']}" if lg["errors"] else ""), flush=True)
             rss = {t: rss_kb(srv[t].pid, "VmHWM") / 1024 for t in ("bare", "streamproxy")}
+            each = " + ".join(f"{kb / 1024:.1f}" for kb in rss_each_kb(srv["streamproxy"].pid, "VmHWM"))
+            print(f"  peak RSS so far: streamproxy {rss['streamproxy']:.1f} MB ({each}: serve, then its worker), "
+                  f"bare {rss['bare']:.1f} MB", flush=True)
             for target in TARGETS:
                 cells[(level, target)] = summarize(runs, level, target, rss)
     print()

@@ -40,9 +40,9 @@ def asyncpg_dsn(db_url: str) -> str:
 
 
 class PostgresWriter:
-    """Inserts batches of recordings, one transaction each, on a connection opened when first
-    needed. Errors are asyncpg's (or ``OSError``); the recorder tells an outage from a record the
-    database refuses (``proxy/recorder.py``)."""
+    """Inserts batches of recordings, one statement each (``rows.postgres_statements``), on a
+    connection opened when first needed. Errors are asyncpg's (or ``OSError``); the recorder
+    tells an outage from a record the database refuses (``proxy/recorder.py``)."""
 
     def __init__(self, db_url: str) -> None:
         # The URL holds the password: kept here, handed to asyncpg, never logged.
@@ -54,12 +54,12 @@ class PostgresWriter:
         """Insert in one transaction; a recording whose id is already stored is left as it is."""
         if not records:
             return
+        ((sql, params),) = postgres_statements(records)
         async with self._turn:
             conn = await self._connection()
             try:
-                async with conn.transaction():
-                    for sql, params in postgres_statements(records):
-                        await conn.execute(sql, *params)
+                # One statement is one transaction: no BEGIN and COMMIT, each a round trip more.
+                await conn.execute(sql, *params)
             except BaseException:
                 if conn.is_closed():
                     self._conn = None  # lost: the next batch connects again

@@ -5,6 +5,7 @@ assembly worker writes are the rows SQLAlchemy reads back."""
 from __future__ import annotations
 
 import copy
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -112,20 +113,30 @@ def test_only_a_plain_sqlite_file_is_written_beside_the_store(tmp_path: Path) ->
     assert rows.sqlite_file("postgresql+asyncpg://postgres@127.0.0.1/test") is None
 
 
-def test_postgresql_statements_are_those_sqlalchemy_compiles_and_binds() -> None:
+def _columns_and_casts(sql: str) -> list[tuple[str, list[str], list[str]]]:
+    """Each INSERT's table, its columns, and the cast of each parameter (arrays' as of one value)."""
+    inserts = re.findall(r"INSERT INTO (\w+) \(([^)]*)\)", sql)
+    casts = re.findall(r"\$\d+::([A-Z ]+?)(?:\[\])?(?=[,)])", sql)
+    out, at = [], 0
+    for table, names in inserts:
+        columns = names.split(", ")
+        out.append((table, columns, casts[at : at + len(columns)]))
+        at += len(columns)
+    assert at == len(casts)
+    return out
+
+
+def test_a_postgresql_batch_is_one_statement_bound_column_by_column_as_sqlalchemy_binds() -> None:
     records = [*_assembled(recordings()), *_odd_ones()]
-    ours = rows.postgres_statements(records)
-    one = rows.postgres_statements(records[:1])  # a statement of one row for each table
-    assert len(one) == 2
-    expected_params: list[Any] = []
-    for table, pick in ((RecordingRow.__table__, 0), (RecordingBodyRow.__table__, 1)):
-        sql, processors = _by_sqlalchemy(table, "postgresql+asyncpg://postgres@127.0.0.1/test")
-        assert one[pick][0] == sql
-        for rec in records:
-            expected_params.extend(_bound(processors, rows.row_values(copy.deepcopy(rec))[pick]))
-    assert [v for _, params in ours for v in params] == expected_params
-    # A statement of n rows numbers its parameters on through every row, each cast as in the first.
-    first = ours[0][0]
-    width = len(RecordingRow.__table__.c)
-    assert f"${width + 1}::VARCHAR" in first and first.count("::TIMESTAMP WITH TIME ZONE") == 2 * (len(ours[0][1]) // width)
+    ((sql, params),) = rows.postgres_statements(records)
+    ours = _columns_and_casts(sql)
+    arrays = iter(params)
+    for k, (table, pick) in enumerate(((RecordingRow.__table__, 0), (RecordingBodyRow.__table__, 1))):
+        compiled, processors = _by_sqlalchemy(table, "postgresql+asyncpg://postgres@127.0.0.1/test")
+        # The same columns, each cast as SQLAlchemy casts it (here as an array of them).
+        assert ours[k] == _columns_and_casts(compiled)[0]
+        expected = [_bound(processors, rows.row_values(copy.deepcopy(rec))[pick]) for rec in records]
+        for i, (name, _) in enumerate(processors):
+            assert next(arrays) == [row[i] for row in expected], name
+    assert next(arrays, None) is None
 

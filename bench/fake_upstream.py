@@ -11,6 +11,7 @@ check the bytes it got by zeroing the timestamps and comparing with :func:`templ
 from __future__ import annotations
 
 import argparse
+import asyncio
 import re
 import time
 
@@ -52,14 +53,16 @@ def template(n: int) -> bytes:
     return b"".join(h + b"0" * 19 + t for h, t in events(n)) + DONE
 
 
-def make_app(n: int) -> web.Application:
+def make_app(n: int, hold: float = 0.0) -> web.Application:
     parts = events(n)
 
     async def chat(request: web.Request) -> web.StreamResponse:
         await request.read()
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await resp.prepare(request)
-        for head, tail in parts:
+        for i, (head, tail) in enumerate(parts):
+            if hold and i == len(parts) - 1:
+                await asyncio.sleep(hold)  # every stream open at once, with all but its last event read
             await resp.write(b"%s%d%s" % (head, time.time_ns(), tail))
         await resp.write(DONE)
         await resp.write_eof()
@@ -79,9 +82,10 @@ def main() -> None:
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--chunks", type=int, default=200)
     ap.add_argument("--max-seconds", type=float, default=3600, help="exit by itself after this long")
+    ap.add_argument("--hold", type=float, default=0.0, help="pause this long before each answer's last event")
     ap.add_argument("--no-uvloop", action="store_true")
     args = ap.parse_args()
-    serve(make_app(args.chunks), args.port, args.max_seconds, uvloop=not args.no_uvloop)
+    serve(make_app(args.chunks, args.hold), args.port, args.max_seconds, uvloop=not args.no_uvloop)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ CPU is shown on its own, per chunk of the run.
     python bench/run.py --quick              # 1 x 2 s each
     python bench/run.py --db postgresql+asyncpg://postgres@127.0.0.1:5432/streamproxy_bench
     python bench/run.py --minutes 10         # RSS flatness: streamproxy alone under load, sampled
+    python bench/run.py --open 500           # RSS with 500 streams open at once (each held 8 s)
 
 The PostgreSQL database named in ``--db`` is created for the run and dropped after it.
 """
@@ -127,7 +128,8 @@ def servers(args: argparse.Namespace, work: Path, db: str, max_seconds: float, w
     try:
         up = start(
             "upstream",
-            [PY, str(BENCH / "fake_upstream.py"), "--port", str(up_port), "--chunks", str(args.chunks), "--max-seconds", str(max_seconds), *loop_flag],
+            [PY, str(BENCH / "fake_upstream.py"), "--port", str(up_port), "--chunks", str(args.chunks), "--max-seconds", str(max_seconds),
+             "--hold", str(args.hold), *loop_flag],
             "/ready", up_port, max_seconds, work / "upstream.log",
         )
         started.append(up)
@@ -509,6 +511,40 @@ def flatness(args: argparse.Namespace, work: Path) -> int:
     return 0 if ok else 1
 
 
+def held_open(args: argparse.Namespace, work: Path) -> int:
+    """RSS with ``--open`` streams open at once: the upstream sends each answer but its last event,
+    then holds it for ``--hold`` seconds; the bare relay, then streamproxy, each read while every
+    stream is open (``VmRSS``; streamproxy's is serve and its worker), and the peak (``VmHWM``)
+    once they have all ended at once and been recorded."""
+    with database(args.db, work) as db, servers(args, work, db, args.hold * 4 + 120) as srv:
+        print(f"# {args.open} streams held open {args.hold:g} s before their last event; {args.chunks} chunks a response")
+        rows = []
+        for target in ("bare", "streamproxy"):
+            pid = srv[target].pid
+            before = rss_each_kb(pid)
+            lg = subprocess.Popen(
+                [PY, str(BENCH / "loadgen.py"), "--url", srv[target].url + CHAT, "-c", str(args.open),
+                 "--requests", str(args.open), "--warmup", "0", "--chunks", str(args.chunks)],
+                stdout=subprocess.PIPE, preexec_fn=die_with_parent,
+            )
+            time.sleep(args.hold / 2)  # long enough for every stream to be open, short of its last event
+            during = rss_each_kb(pid)
+            out, _ = lg.communicate(timeout=args.hold * 4 + 60)
+            result = orjson.loads(out)
+            if result["requests"] != args.open or not result["bytes_ok"]:
+                raise SystemExit(f"{target}: {result['requests']} of {args.open} streams, bytes unchanged: {result['bytes_ok']}")
+            # With the end of the streams, all at once, and their recording. The kernel updates the
+            # high-water mark lazily: it may read a little under a VmRSS just read.
+            peak = max(sum(during), sum(rss_each_kb(pid, "VmHWM"))) / 1024
+            rows.append((target, sum(before) / 1024, sum(during) / 1024, " + ".join(f"{kb / 1024:.1f}" for kb in during), peak))
+    print()
+    print("| through | RSS before MB | RSS with the streams open MB | per process | per stream KB | peak RSS MB |")
+    print("|---|---|---|---|---|---|")
+    for target, before_mb, during_mb, each, peak in rows:
+        print(f"| {target} | {before_mb:.1f} | {during_mb:.1f} | {each} | {(during_mb - before_mb) * 1024 / args.open:.1f} | {peak:.1f} |")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--levels", default="1,10,100,500", help="concurrent streams, comma separated")
@@ -521,6 +557,8 @@ def main() -> int:
     ap.add_argument("--minutes", type=float, default=None, help="instead: RSS flatness run of this many minutes")
     ap.add_argument("--concurrency", type=int, default=100, help="streams for --minutes")
     ap.add_argument("--sample-every", type=float, default=10.0, help="seconds between RSS samples for --minutes")
+    ap.add_argument("--open", type=int, default=None, help="instead: RSS with this many streams open at once (see --hold)")
+    ap.add_argument("--hold", type=float, default=0.0, help="seconds the fake upstream holds each answer's last event (--open: 8)")
     ap.add_argument("--no-uvloop", action="store_true", help="plain asyncio everywhere except streamproxy")
     ap.add_argument("--tmp", default=None, help="where the work directory goes (default: the system's temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (server logs, database)")
@@ -531,8 +569,12 @@ def main() -> int:
     args.records = "passthrough" not in " ".join(args.proxy_arg)
     if args.quick:
         args.repeats, args.seconds, args.warmup = 1, 2.0, 0.5
+    if args.open and not args.hold:
+        args.hold = 8.0
     work = Path(tempfile.mkdtemp(prefix="streamproxy-bench-", dir=args.tmp))
     try:
+        if args.open:
+            return held_open(args, work)
         return flatness(args, work) if args.minutes else compare(args, work)
     finally:
         if args.keep:

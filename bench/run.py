@@ -129,7 +129,7 @@ def servers(args: argparse.Namespace, work: Path, db: str, max_seconds: float, w
         up = start(
             "upstream",
             [PY, str(BENCH / "fake_upstream.py"), "--port", str(up_port), "--chunks", str(args.chunks), "--max-seconds", str(max_seconds),
-             "--hold", str(args.hold), *loop_flag],
+             *(["--hold", str(args.hold)] if getattr(args, "hold", 0) else []), *loop_flag],  # bench/profile.py has no --hold
             "/ready", up_port, max_seconds, work / "upstream.log",
         )
         started.append(up)

@@ -311,7 +311,10 @@ class Recorder:
 
     async def _write_pending(self, may_try_db: bool) -> None:
         batch, times, assembling = self._ahead.popleft() if self._ahead else self._assemble_next(write=may_try_db)
-        self._start_ahead(may_try_db)
+        if self._max_ahead > 1:
+            # With workers, the next batches go out now, beside this one. In process, the next
+            # would only take turns with this one's assembly: it starts once this one is assembled.
+            self._start_ahead(may_try_db)
         refused_whole: DatabaseRefused | None = None
         try:
             written = await assembling

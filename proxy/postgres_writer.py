@@ -1,8 +1,8 @@
 """Recordings into PostgreSQL from the serving process, with asyncpg alone.
 
 The serving process records without loading SQLAlchemy (``proxy/lazy_store.py``): on PostgreSQL
-it sends the statements ``proxy/rows.py`` makes through one asyncpg connection of its own, a batch
-a transaction, and reconnects after a connection is lost. SQLAlchemy's pool would check the
+it sends the statement ``proxy/rows.py`` makes for a batch (one, so one transaction) through one
+asyncpg connection of its own, and reconnects after a connection is lost. SQLAlchemy's pool would check the
 connection out, ping it and begin, each a round trip that waits for a turn of serve's busy loop.
 """
 

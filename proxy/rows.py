@@ -196,8 +196,8 @@ def _unnest(table: str, columns: Sequence[_Column], first: int) -> str:
 # itself (their foreign keys are checked at its end). One statement is one round trip and one
 # transaction; serve's event loop takes a turn for each round trip, ~0.1 s at 500 streams, and
 # with eight a batch (multi-row statements in power-of-two parts, in a transaction) fewer
-# recordings were written than came in. The server's CPU is as for a multi-row VALUES (~0.6 ms
-# a recording; pipelined single rows took ~0.8).
+# recordings were written than came in. (The PostgreSQL server's own CPU for it was not measured
+# against the multi-row VALUES it replaces; serve's was the same within the bench's noise.)
 _PG_BATCH = (
     f"WITH recordings_in AS ({_unnest('recordings', _RECORDING_COLUMNS, 1)}) "
     + _unnest("recording_bodies", _BODY_COLUMNS, len(_RECORDING_COLUMNS) + 1)

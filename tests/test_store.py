@@ -95,7 +95,7 @@ def test_bodies_compress_alike_with_isal_and_with_stdlib_zlib(name: str) -> None
     format, which either reads back, and both leave alone what does not shrink."""
     body = b"".join(BODIES[name][0])
     for fast in (prepare._FAST_DEFLATE, None):
-        packed = prepare._compress(body, fast)
+        packed = prepare.shrink(body, fast)
         if BODIES[name][1]:
             assert packed is not None and zlib.decompress(packed) == body
         else:

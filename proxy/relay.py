@@ -175,6 +175,7 @@ class Relay:
         last_read = loop_start  # then, when the relay next waited for upstream
         writing = False
         watch: asyncio.TimerHandle | None = None
+        squeeze: asyncio.TimerHandle | None = None  # compresses what `kept` holds raw, if the stream goes quiet
         idle_limit = self.settings.read_timeout
 
         def watch_upstream() -> None:
@@ -243,8 +244,12 @@ class Relay:
                     read_ms.append((last_read - loop_start) * 1000.0)
                 held += len(data)
                 if held >= BLOCK:
-                    kept.fold(reads, read_ms)
                     held = 0
+                    due = kept.fold(reads, read_ms, last_read)
+                    if due is not None:
+                        if squeeze is not None:
+                            squeeze.cancel()
+                        squeeze = loop.call_at(due, kept.squeeze)
             await resp.write_eof()
             return resp
         except (TimeoutError, aiohttp.ServerTimeoutError):
@@ -287,6 +292,8 @@ class Relay:
             if watch is not None:
                 watch.cancel()
                 watch = None
+            if squeeze is not None:
+                squeeze.cancel()
             # watch_upstream re-arms itself, so it holds itself through its closure, and with it
             # the upstream response: a cycle that only the collector's oldest generation frees.
             # At 500 streams some 3,000 responses (12 MB) waited for it.

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from proxy.prepare import PackedChunks, body_size, chunk_count, pack_chunks, unpack_chunks
+from proxy.prepare import PackedChunks, pack_chunks, unpack_chunks
 
 __all__ = ["EXPORT_FORMAT", "Outcome", "Record", "from_json", "iso", "parse_iso", "to_json"]
 
@@ -83,16 +83,16 @@ class Record:
 
     @property
     def chunk_count(self) -> int:
-        return chunk_count(self.packed) if self.packed is not None else len(self.chunks)
+        return self.packed.chunk_count if self.packed is not None else len(self.chunks)
 
     @property
     def body_bytes(self) -> int:
-        return body_size(self.packed) if self.packed is not None else sum(map(len, self.chunks))
+        return self.packed.body_bytes if self.packed is not None else sum(map(len, self.chunks))
 
     def chunk_list(self) -> tuple[list[bytes], list[float]]:
         """The chunks and their offsets, unpacked if the recording is sealed."""
         if self.packed is not None:
-            return unpack_chunks(*self.packed)
+            return unpack_chunks(*self.packed[:4])
         return self.chunks, self.offsets_ms
 
     @property

@@ -105,7 +105,7 @@ def _size(rec: Record) -> int:
     """What a sealed recording (every one the recorder holds) weighs in memory, roughly."""
     packed = rec.packed
     assert packed is not None, "the recorder holds sealed recordings only"
-    return len(packed.body) + len(packed.chunk_ends) * 2 + len(rec.request_body) + 512
+    return len(packed.body) + len(packed.chunk_ends) + len(packed.chunk_offsets) + len(rec.request_body) + 512
 
 
 def ensure_assembled(rec: Record) -> None:

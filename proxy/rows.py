@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 from proxy.assemble import usage_tokens
 from proxy.worker_frames import WriteTo
-from proxy.prepare import body_size, chunk_count, json_text, pack_chunks, search_text
+from proxy.prepare import json_text, pack_chunks, search_text
 from proxy.record import Record
 from proxy.settings import sqlite_path
 from proxy.sqlite_batch import RowsInsert, Statements
@@ -71,11 +71,11 @@ def row_values(rec: Record, *, assembled: bool = True) -> tuple[dict[str, Any], 
         "notes": rec.notes or None,
         "prompt_tokens": prompt,
         "completion_tokens": completion,
-        "chunk_count": chunk_count(packed),
-        "body_bytes": body_size(packed),
+        "chunk_count": packed.chunk_count,
+        "body_bytes": packed.body_bytes,
         "search_text": text,
     }
-    return row, {"id": rec.id, **packed._asdict()}
+    return row, {"id": rec.id, **packed.columns()}
 
 
 def _datetime(value: datetime | None) -> str | None:

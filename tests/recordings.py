@@ -4,6 +4,7 @@ and one written as an older streamproxy wrote it, for migration tests."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from itertools import accumulate
 from typing import Any
 
 import orjson
@@ -11,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from proxy.ids import new_id
+from proxy.prepare import pack_body
 from proxy.record import Outcome, Record
 from proxy.store.models import RecordingRow
 from proxy.rows import row_values
@@ -89,6 +91,6 @@ async def insert_as_before_0003(engine: AsyncEngine, rec: Record) -> None:
     )
     async with engine.begin() as conn:
         await conn.execute(RecordingRow.__table__.insert(), [row])
-        raw = {**packed, "body": rec.body}
-        del raw["encoding"]
+        plain = pack_body(rec.body, accumulate(map(len, rec.chunks)), rec.offsets_ms, compress=False)  # arrays raw too
+        raw = {"id": packed["id"], "body": plain.body, "chunk_ends": plain.chunk_ends, "chunk_offsets": plain.chunk_offsets}
         await conn.execute(bodies.insert(), [raw])

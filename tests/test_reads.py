@@ -53,7 +53,9 @@ def test_folding_anywhere_packs_as_keeping_every_read(
     reads = [data[a:b] for a, b in pairwise(bounds)]
     times = list(accumulate(gaps[: len(reads)]))
     kept, recent, recent_times = _kept(reads, times, folds, compress=compress, squeezes=squeezes)
-    assert kept.pack(recent, recent_times, compress=compress) == pack_body(*split_reads(reads, times), compress=compress)
+    assert kept.pack(recent, recent_times, compress=compress) == pack_body(
+        *split_reads(reads, times), compress=compress, reads=len(reads)
+    )
 
 
 def test_an_answer_that_is_not_an_event_stream_comes_back_whole() -> None:
@@ -72,7 +74,7 @@ def test_a_long_event_stream_keeps_every_event_and_its_time() -> None:
     reads = [b"".join(events[i : i + 7]) for i in range(0, len(events), 7)]
     times = [i * 0.5 for i in range(len(reads))]
     kept, recent, recent_times = _kept(reads, times, set(range(0, len(reads), 30)))
-    chunks, offsets = unpack_chunks(*kept.pack(recent, recent_times))
+    chunks, offsets = unpack_chunks(*kept.pack(recent, recent_times)[:4])
     assert chunks == events
     assert offsets == [(i // 7) * 0.5 for i in range(len(events))]
 
@@ -117,3 +119,20 @@ def test_an_answer_never_stored_is_never_compressed() -> None:
     assert kept.fold([block], [], 0.0) is None
     assert kept.fold([block], [], 10.0) is None
     assert _held(kept) == 2 * len(block)
+
+
+def test_offsets_are_compressed_only_when_events_share_their_reads() -> None:
+    """The ends of eight chunks or more are always stored compressed; the offsets (the reads'
+    times) only when four or more events came to a read, else they would hardly shrink."""
+    events = [b'data: {"n":%d}\n\n' % i for i in range(40)]
+    body = b"".join(events)
+    ends = list(accumulate(map(len, events)))
+    burst = pack_body(body, ends, [1.5] * 20 + [2.5] * 20, reads=2)
+    trickle = pack_body(body, ends, [float(i) for i in range(40)], reads=40)
+    unknown = pack_body(body, ends, [1.5] * 40)
+    short = pack_body(body[: ends[6]], ends[:7], [1.0] * 7, reads=1)
+    assert [p.encoding for p in (burst, trickle, unknown, short)] == ["zlib/z", "zlib/e", "zlib/e", "zlib"]
+    assert len(burst.chunk_offsets) < 8 * 40 // 4 and len(trickle.chunk_offsets) == 8 * 40
+    for p, offsets in ((burst, [1.5] * 20 + [2.5] * 20), (trickle, [float(i) for i in range(40)]), (unknown, [1.5] * 40)):
+        assert unpack_chunks(*p[:4]) == (events, offsets)
+        assert (p.chunk_count, p.body_bytes) == (40, len(body))

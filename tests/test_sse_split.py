@@ -34,7 +34,7 @@ def test_the_accelerator_is_built_where_required() -> None:
 
 
 def in_python(reads: list[bytes], times: list[float], compress: bool = True) -> prepare.PackedChunks:
-    return pack_body(*split_reads(reads, times), compress=compress)
+    return pack_body(*split_reads(reads, times), compress=compress, reads=len(reads))
 
 
 def as_read(reads: list[bytes], times: list[float]) -> tuple[bytes, array[int], array[float]]:
@@ -84,7 +84,7 @@ def test_a_stream_with_a_carriage_return_is_left_to_python() -> None:
     reads = [b"data: a\r\n\r\n", b"data: b\n\n"]
     assert c_split(reads, [1.0, 2.0]) is None
     assert pack_reads(*as_read(reads, [1.0, 2.0])) == in_python(reads, [1.0, 2.0])
-    assert unpack_chunks(*pack_reads(*as_read(reads, [1.0, 2.0])))[0] == [b"data: a\r\n\r\n", b"data: b\n\n"]
+    assert unpack_chunks(*pack_reads(*as_read(reads, [1.0, 2.0]))[:4])[0] == [b"data: a\r\n\r\n", b"data: b\n\n"]
 
 
 @needs_split

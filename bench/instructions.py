@@ -13,6 +13,13 @@ Needs ``perf`` (Debian: linux-perf). On a machine without a hardware counter for
 without a PMU: ``perf stat -e instructions true`` says ``<not supported>``), it counts CPU
 milliseconds (``task-clock``) instead and says so; those move with the machine's load, so
 compare them only between runs on a quiet machine.
+
+``--callgrind`` counts with valgrind's callgrind instead (no PMU needed; the same count twice
+for the same build, whatever else the machine does): each target runs some 50 times slower,
+so ask for fewer requests (``--callgrind --requests 300 -c 4``: ~10 minutes). "record (main
+thread)" is then serve's process alone, without its assembly worker.
+
+    python bench/instructions.py --callgrind --requests 300 -c 4
 """
 
 from __future__ import annotations
@@ -43,8 +50,9 @@ TARGETS: dict[str, tuple[list[str], bool]] = {
 }
 
 
-def _wait_up(url: str) -> None:
-    for _ in range(200):
+def _wait_up(url: str, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(url, timeout=1):
                 return
@@ -53,13 +61,18 @@ def _wait_up(url: str) -> None:
     raise SystemExit(f"{url} did not come up")
 
 
-def count(target: str, upstream: str, work: Path, requests: int, concurrency: int) -> tuple[float, str]:
+def count(target: str, upstream: str, work: Path, requests: int, concurrency: int, callgrind: bool = False) -> tuple[float, str]:
     """Instructions (or, without a counter for them, CPU milliseconds) the target spent from
     start to exit, serving ``requests`` streams, and which of the two it is."""
     serve_args, main_thread_only = TARGETS[target]
     port = free_port()
     out = work / f"perf-{port}.txt"
-    perf = ["perf", "stat", "-e", "instructions,task-clock", "-x,", "-o", str(out)] + (["-i"] if main_thread_only else [])
+    if callgrind:
+        # One file a process (%p): serve's worker and its database check are traced too, unless main thread only.
+        perf = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={work}/cg-{port}-%p.out",
+                f"--trace-children={'no' if main_thread_only else 'yes'}"]
+    else:
+        perf = ["perf", "stat", "-e", "instructions,task-clock", "-x,", "-o", str(out)] + (["-i"] if main_thread_only else [])
     if serve_args:
         db = work / f"db-{port}.sqlite"
         cmd = [PY, "-m", "proxy", "serve", "--port", str(port), "--upstream", upstream, "--db", f"sqlite:///{db}",
@@ -69,20 +82,21 @@ def count(target: str, upstream: str, work: Path, requests: int, concurrency: in
     proc = subprocess.Popen(perf + ["--", *cmd], cwd=BENCH.parent, preexec_fn=die_with_parent,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        if serve_args:
-            _wait_up(f"http://127.0.0.1:{port}/healthz")
-        else:
-            time.sleep(1.5)  # the bare relay has no health route; give it time to bind
+        # The bare relay has no health route: it relays the fake upstream's. Under valgrind a start takes tens of seconds.
+        _wait_up(f"http://127.0.0.1:{port}/" + ("healthz" if serve_args else "ready"), 600 if callgrind else 10)
         if requests:
             subprocess.run([PY, str(BENCH / "loadgen.py"), "--url", f"http://127.0.0.1:{port}/v1/chat/completions",
                             "-c", str(concurrency), "--requests", str(requests), "--warmup", "0"],
                            check=True, capture_output=True, preexec_fn=die_with_parent)
         time.sleep(1.0)  # the recorder catches up
     finally:
-        # perf passes the signal on to what it runs, and prints its count when that exits.
-        for child in _children(proc.pid):
+        # perf passes the signal on to what it runs, and prints its count when that exits;
+        # valgrind runs the program in its own process.
+        for child in [proc.pid] if callgrind else _children(proc.pid):
             os.kill(child, signal.SIGINT)
-        proc.wait(60)
+        proc.wait(600 if callgrind else 60)
+    if callgrind:
+        return sum(_callgrind_total(f) for f in work.glob(f"cg-{port}-*.out")), "instructions"
     counts: dict[str, float] = {}
     for line in out.read_text().splitlines():
         fields = line.split(",")
@@ -95,6 +109,13 @@ def count(target: str, upstream: str, work: Path, requests: int, concurrency: in
     raise SystemExit(f"perf printed no count: {out.read_text()}")
 
 
+def _callgrind_total(path: Path) -> float:
+    for line in path.read_text(errors="replace").splitlines():
+        if line.startswith(("summary:", "totals:")):
+            return float(line.split()[1])
+    raise SystemExit(f"callgrind wrote no total in {path}")
+
+
 def _children(pid: int) -> list[int]:
     return [int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()]
 
@@ -103,9 +124,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("-c", "--concurrency", type=int, default=50)
+    ap.add_argument("--callgrind", action="store_true", help="count with valgrind's callgrind (no PMU needed; ~50x slower)")
     args = ap.parse_args()
-    if shutil.which("perf") is None:
-        raise SystemExit("perf is not installed (Debian: apt-get install linux-perf)")
+    tool = "valgrind" if args.callgrind else "perf"
+    if shutil.which(tool) is None:
+        raise SystemExit(f"{tool} is not installed (Debian: apt-get install {'valgrind' if args.callgrind else 'linux-perf'})")
     work = Path(tempfile.mkdtemp(prefix="streamproxy-instr-"))
     up_port = free_port()
     upstream = subprocess.Popen([PY, str(BENCH / "fake_upstream.py"), "--port", str(up_port)],
@@ -116,8 +139,8 @@ def main() -> None:
         per_request: dict[str, float] = {}
         units = set()
         for target in TARGETS:
-            idle, unit = count(target, url, work, 0, args.concurrency)
-            busy, unit_busy = count(target, url, work, args.requests, args.concurrency)
+            idle, unit = count(target, url, work, 0, args.concurrency, args.callgrind)
+            busy, unit_busy = count(target, url, work, args.requests, args.concurrency, args.callgrind)
             units |= {unit, unit_busy}
             per_request[target] = (busy - idle) / args.requests
         if len(units) != 1:

@@ -160,7 +160,56 @@ done:
     return result;
 }
 
+/* The chunks a body is cut into at the given ends (little-endian unsigned 64-bit, as
+ * recording_bodies stores them): what proxy.prepare.unpack_chunks makes of a stored recording,
+ * for the assembly worker and every read of a recording. The Python loop it replaces took
+ * ~19 µs for 200 chunks, a third of the worker's unpacking. */
+static PyObject *
+cut(PyObject *module, PyObject *args)
+{
+    Py_buffer body, ends_in;
+    if (!PyArg_ParseTuple(args, "y*y*:cut", &body, &ends_in))
+        return NULL;
+    PyObject *result = NULL;
+    if (ends_in.len % 8) {
+        PyErr_SetString(PyExc_ValueError, "cut: chunk ends are 8 bytes each");
+        goto done;
+    }
+    Py_ssize_t n = ends_in.len / 8;
+    const unsigned char *e = ends_in.buf;
+    const char *b = body.buf;
+    PyObject *chunks = PyList_New(n);
+    if (chunks == NULL)
+        goto done;
+    uint64_t start = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint64_t end = 0;
+        for (int k = 7; k >= 0; k--)
+            end = (end << 8) | e[8 * i + k];
+        /* As Python's body[start:end]: clamped to the body, empty where the end goes backwards. */
+        uint64_t size = (uint64_t)body.len;
+        uint64_t from = start < size ? start : size, to = end < size ? end : size;
+        PyObject *chunk = PyBytes_FromStringAndSize(b + from, (Py_ssize_t)(to > from ? to - from : 0));
+        if (chunk == NULL) {
+            Py_DECREF(chunks);
+            goto done;
+        }
+        PyList_SET_ITEM(chunks, i, chunk);
+        start = end;
+    }
+    result = chunks;
+
+done:
+    PyBuffer_Release(&body);
+    PyBuffer_Release(&ends_in);
+    return result;
+}
+
 static PyMethodDef methods[] = {
+    {"cut", cut, METH_VARARGS,
+     "cut(body, ends) -> list[bytes]\n\n"
+     "The body cut at each end (packed little-endian unsigned 64-bit): the chunks, in order, "
+     "each as body[start:end] would slice it."},
     {"split_packed", split_packed, METH_VARARGS,
      "split_packed(body, read_ends, read_times) -> (ends, offsets) | None\n\n"
      "Where each event of the body ends and when it was complete, packed little-endian (unsigned "

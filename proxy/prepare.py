@@ -190,21 +190,38 @@ def unpack_chunks(body: bytes, encoding: str, ends_raw: bytes, offsets_raw: byte
         ends_raw = inflate(ends_raw)
         if arrays == _ARRAYS_ZLIB and offsets_raw:
             offsets_raw = inflate(offsets_raw)
-    ends = array("Q")
-    ends.frombytes(ends_raw)
     offs = array("d")
     offs.frombytes(offsets_raw)
     if _BIG:
-        ends.byteswap()
         offs.byteswap()
     if codec == _ZLIB:
         body = inflate(body)
+    return cut_chunks(body, ends_raw), list(offs)
+
+
+def _cut_in_python(body: bytes, ends_raw: bytes) -> list[bytes]:
+    """``body`` cut at each of the packed ``ends``; ``proxy._sse_split.cut`` where it is built."""
+    ends = array("Q")
+    ends.frombytes(ends_raw)
+    if _BIG:
+        ends.byteswap()
     chunks: list[bytes] = []
     start = 0
     for end in ends:
         chunks.append(body[start:end])
         start = end
-    return chunks, list(offs)
+    return chunks
+
+
+def _c_cut() -> Callable[[bytes, bytes], list[bytes]]:
+    try:
+        from proxy._sse_split import cut
+    except ImportError:  # not built: Python cuts, with the same result
+        return _cut_in_python
+    return cut
+
+
+cut_chunks = _c_cut()
 
 
 def json_text(value: Any) -> str:

@@ -31,6 +31,7 @@ def test_the_accelerator_is_built_where_required() -> None:
             pytest.fail("proxy._sse_split is not built (STREAMPROXY_REQUIRE_C_EXTENSIONS=1)", pytrace=False)
         pytest.skip("proxy._sse_split is not built")
     assert prepare._SPLIT_PACKED is _sse_split.split_packed
+    assert prepare.cut_chunks is _sse_split.cut
 
 
 def in_python(reads: list[bytes], times: list[float], compress: bool = True) -> prepare.PackedChunks:
@@ -110,3 +111,19 @@ def test_bad_arguments_raise_instead_of_packing_nonsense() -> None:
         split("a", array("Q", [1]), array("d", [1.0]))  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         split(b"a", [1], [1.0])  # type: ignore[arg-type]
+
+
+@needs_split
+@settings(max_examples=400)
+@given(st.binary(max_size=300), st.lists(st.integers(min_value=0, max_value=400), max_size=30), st.booleans())
+def test_a_body_is_cut_at_its_chunk_ends_as_python_slices_it(body: bytes, ends: list[int], in_order: bool) -> None:
+    """Stored recordings are cut into their chunks in C where it is built: the same chunks as
+    Python's slicing, for ends in order and, in a damaged row, out of order or past the body."""
+    packed = array("Q", sorted(ends) if in_order else ends).tobytes()
+    assert _sse_split.cut(body, packed) == prepare._cut_in_python(body, packed)
+
+
+@needs_split
+def test_cut_refuses_ends_that_are_not_eight_bytes_each() -> None:
+    with pytest.raises(ValueError, match="8 bytes"):
+        _sse_split.cut(b"abc", b"\x01\x00")

@@ -6,8 +6,8 @@ stream only where each read ended and when it came stays beside them, eight byte
 
 Blocks are compressed once they have been held a while (``RAW_SECONDS``) or pass ``RAW_BYTES``
 together: 500 slow streams kept as reads held their bodies whole, 13 MB of serve's memory. An
-answer that comes in a burst (most of the bench's end within 0.1 s of their first byte, even at
-500 streams) ends before that, and compressing its blocks would only have meant inflating them
+answer that comes in a burst (the bench's end within 0.1 s of their first byte, even at 500
+streams) ends before that, and compressing its blocks would only have meant inflating them
 again to pack the body (``proxy.prepare.pack_reads``): ~50 µs a recording of serve's thread
 for nothing. The relay arms a timer (:meth:`Reads.fold` says when) so that a stream that goes
 quiet with raw blocks held still has them compressed.

@@ -137,7 +137,7 @@ async def test_0003_reads_bodies_stored_before_it_and_goes_down_to_raw_bodies(an
         store = Store(engine)
         got = await store.get(old.id)
         assert got is not None and got.chunks == old.chunks and got.offsets_ms == old.offsets_ms
-        await _to(engine, "head")  # what this code writes, head's code writes
+        await _to(engine, "head")  # this code writes rows as head's schema expects them
         await store.insert(new)
         stored = await _stored_bodies(engine)
         assert len(stored[old.id]) == len(old.body)

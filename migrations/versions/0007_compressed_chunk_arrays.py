@@ -1,4 +1,4 @@
-"""chunk ends and offsets stored compressed: recording_bodies.encoding may end in ``/z``
+"""chunk ends and offsets stored compressed: recording_bodies.encoding may end in ``/e`` or ``/z``
 
 No change to the schema. From this revision on, a recording of eight chunks or more is written
 with its ``chunk_ends`` zlib-compressed, and its ``chunk_offsets`` too when they repeat (events

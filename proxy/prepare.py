@@ -13,6 +13,7 @@ import zlib
 from array import array
 from collections.abc import Callable, Iterable, Sequence
 from itertools import accumulate, pairwise
+from types import ModuleType
 from typing import Any, NamedTuple, cast
 
 import orjson
@@ -142,15 +143,17 @@ def _packed(body: bytes, ends: bytes, offsets: bytes, compress: bool, reads: int
 SplitPacked = Callable[[bytes, "array[int]", "array[float]"], tuple[bytes, bytes] | None]
 
 
-def _c_split() -> SplitPacked | None:
+def _c_module() -> ModuleType | None:
+    """``proxy._sse_split``: its split for the relay, its cut for every unpacking."""
     try:
-        from proxy._sse_split import split_packed
-    except ImportError:  # not built (no compiler where it was installed): Python splits
+        from proxy import _sse_split
+    except ImportError:  # not built (no compiler where it was installed): Python splits and cuts, alike
         return None
-    return split_packed
+    return _sse_split
 
 
-_SPLIT_PACKED = _c_split()
+_C = _c_module()
+_SPLIT_PACKED: SplitPacked | None = None if _C is None else _C.split_packed
 
 
 def pack_reads(
@@ -213,15 +216,7 @@ def _cut_in_python(body: bytes, ends_raw: bytes) -> list[bytes]:
     return chunks
 
 
-def _c_cut() -> Callable[[bytes, bytes], list[bytes]]:
-    try:
-        from proxy._sse_split import cut
-    except ImportError:  # not built: Python cuts, with the same result
-        return _cut_in_python
-    return cut
-
-
-cut_chunks = _c_cut()
+cut_chunks: Callable[[bytes, bytes], list[bytes]] = _cut_in_python if _C is None else _C.cut
 
 
 def json_text(value: Any) -> str:

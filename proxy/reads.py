@@ -96,10 +96,11 @@ class Reads:
         parts.extend(reads)
         return b"".join(parts)
 
-    def pack(self, reads: list[bytes], times: list[float], *, compress: bool = True) -> PackedChunks:
-        """The whole event stream packed as ``recording_bodies`` stores it, each event timed by the
-        read that completed it; ``reads`` and ``times`` are those since the last fold."""
+    def pack(self, reads: list[bytes], times: list[float]) -> PackedChunks:
+        """The whole event stream packed as ``recording_bodies`` stores it (compressed unless
+        only counted), each event timed by the read that completed it; ``reads`` and ``times``
+        are those since the last fold."""
         body = self.body(reads)
         self._ends.extend(islice(accumulate(map(len, reads), initial=self._size), 1, None))
         self._times.extend(times)
-        return pack_reads(body, self._ends, self._times, compress=compress)
+        return pack_reads(body, self._ends, self._times, compress=self._compress)

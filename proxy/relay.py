@@ -302,7 +302,7 @@ class Relay:
                 upstream.release()
             if event_stream and (reads or kept):
                 # Sealed here, from the body and the event ends: no event becomes an object of its own.
-                rec.packed = kept.pack(reads, read_ms, compress=record)
+                rec.packed = kept.pack(reads, read_ms)
             elif reads or kept:
                 rec.chunks.append(kept.body(reads))
                 rec.offsets_ms.append((last_read - loop_start) * 1000.0)

@@ -53,7 +53,7 @@ def test_folding_anywhere_packs_as_keeping_every_read(
     reads = [data[a:b] for a, b in pairwise(bounds)]
     times = list(accumulate(gaps[: len(reads)]))
     kept, recent, recent_times = _kept(reads, times, folds, compress=compress, squeezes=squeezes)
-    assert kept.pack(recent, recent_times, compress=compress) == pack_body(
+    assert kept.pack(recent, recent_times) == pack_body(
         *split_reads(reads, times), compress=compress, reads=len(reads)
     )
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-__all__ = ["cpu_seconds", "die_with_parent", "free_port", "new_loop", "rss_each_kb", "rss_kb", "serve", "tree"]
+__all__ = ["cpu_seconds", "die_with_parent", "postgres_cpu_seconds", "free_port", "new_loop", "rss_each_kb", "rss_kb", "serve", "tree"]
 
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -72,6 +72,22 @@ def cpu_seconds(pid: int) -> float:
         except OSError:
             continue
         total += int(fields[11]) + int(fields[12])
+    return total / _TICK
+
+
+def postgres_cpu_seconds() -> float:
+    """User + system CPU time so far of every PostgreSQL server process on this machine (the
+    bench's database is on loopback): what the server spends on what serve writes."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        name, _, rest = text.partition(" (")[2].rpartition(")")
+        if name.partition(":")[0] == "postgres" or name == "postgres":
+            fields = rest.split()
+            total += int(fields[11]) + int(fields[12])
     return total / _TICK
 
 

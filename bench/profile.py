@@ -6,7 +6,8 @@
 Prints the top functions by own time ("self") and by time including callees ("total"),
 as a share of the samples taken in the proxy process: by default of the samples where a
 thread was busy (CPU); ``--idle`` counts waiting too (wall time); ``--gil`` only the thread
-holding the GIL (Python's own CPU).
+holding the GIL (Python's own CPU). ``--worker`` profiles serve's assembly worker instead (the
+process that assembles replies and, on SQLite, writes the rows).
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections import Counter
 from pathlib import Path
 
-from procs import die_with_parent
+from procs import die_with_parent, tree
 from run import CHAT, PY, database, servers
 
 BENCH = Path(__file__).resolve().parent
@@ -46,6 +48,16 @@ def top(collapsed: Path, n: int) -> str:
     return "\n".join(out)
 
 
+def _worker(serve: int) -> int:
+    """The assembly worker serve starts with its first batch: waits for it, up to 30 s."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if children := tree(serve)[1:]:
+            return children[0]
+        time.sleep(0.05)
+    raise SystemExit("serve started no assembly worker within 30 s")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-c", "--concurrency", type=int, default=100)
@@ -58,6 +70,7 @@ def main() -> int:
     ap.add_argument("--chunks", type=int, default=200)
     ap.add_argument("--no-uvloop", action="store_true")
     ap.add_argument("--proxy-arg", action="append", default=[])
+    ap.add_argument("--worker", action="store_true", help="profile the assembly worker, not serve")
     args = ap.parse_args()
     pyspy = shutil.which("py-spy") or str(Path(PY).parent / "py-spy")
     work = Path(tempfile.mkdtemp(prefix="streamproxy-profile-"))
@@ -70,7 +83,8 @@ def main() -> int:
                 stdout=subprocess.PIPE, preexec_fn=die_with_parent,
             )
             collapsed = work / "profile.txt"
-            spy = [pyspy, "record", "--pid", str(sp.pid), "--rate", str(args.rate), "--duration", str(int(args.seconds)),
+            pid = _worker(sp.pid) if args.worker else sp.pid
+            spy = [pyspy, "record", "--pid", str(pid), "--rate", str(args.rate), "--duration", str(int(args.seconds)),
                    "--nonblocking", *(["--gil"] if args.gil else []), *(["--idle"] if args.idle else [])]
             subprocess.run([*spy, "--format", "raw", "--output", str(collapsed)], check=True, capture_output=True,
                            timeout=args.seconds + 60)

@@ -6,9 +6,11 @@ the three in alternation (the order rotates every repetition) and prints one tab
 ratio taken between runs of the same repetition, and the issue's targets with pass/fail.
 
 CPU and RSS are the proxy's whole process tree: ``serve`` and its assembly worker (CPU summed,
-peak RSS the sum of each process's ``VmHWM``). On SQLite each streamproxy run ends once the
-search index has caught up with what it recorded (the worker indexes in quiet moments); that
-CPU is shown on its own, per chunk of the run.
+peak RSS the sum of each process's ``VmHWM``). Each streamproxy run ends once the search index
+has caught up with what it recorded (the worker, or on PostgreSQL serve, indexes in quiet
+moments); that CPU is shown on its own, per chunk of the run. On PostgreSQL each run also prints
+the database server's CPU per chunk (every ``postgres`` process on this machine), which is not
+in "proxy CPU"; its share of the index catching up is in "search index later".
 
     python bench/run.py                      # 1, 10, 100, 500 streams; 3 x 5 s each; SQLite
     python bench/run.py --quick              # 1 x 2 s each
@@ -43,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from procs import cpu_seconds, die_with_parent, free_port, rss_each_kb, rss_kb
+from procs import cpu_seconds, die_with_parent, free_port, postgres_cpu_seconds, rss_each_kb, rss_kb
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -220,7 +222,7 @@ def wait_recorded(db: str, rec_id: str, limit: float = 60.0) -> float:
     "Performance"), and the memory measured would be a reader's."""
     if db.startswith("sqlite"):
         return _sqlite_wait(db.split("///", 1)[1], "SELECT 1 FROM recordings WHERE id = ?", rec_id, limit)
-    return asyncio.run(_pg_wait(db.replace("postgresql+asyncpg://", "postgresql://", 1), rec_id, limit))
+    return asyncio.run(_pg_wait(db, "SELECT true FROM recordings WHERE id = $1", rec_id, limit))
 
 
 def _sqlite_wait(sqlite_file: str, sql: str, param: str | None, limit: float) -> float:
@@ -239,14 +241,15 @@ def _sqlite_wait(sqlite_file: str, sql: str, param: str | None, limit: float) ->
     return float("inf")
 
 
-async def _pg_wait(dsn: str, rec_id: str, limit: float) -> float:
+async def _pg_wait(dsn: str, sql: str, param: str | None, limit: float) -> float:
+    """Seconds until ``sql`` (with ``param``, if any) returns true."""
     import asyncpg
 
     t0 = time.monotonic()
-    conn = await asyncpg.connect(dsn)
+    conn = await asyncpg.connect(dsn.replace("postgresql+asyncpg://", "postgresql://", 1))
     try:
         while time.monotonic() - t0 < limit:
-            if await conn.fetchval("SELECT 1 FROM recordings WHERE id = $1", rec_id):
+            if await conn.fetchval(sql, *(() if param is None else (param,))):
                 return time.monotonic() - t0
             await asyncio.sleep(0.02)
     finally:
@@ -254,10 +257,12 @@ async def _pg_wait(dsn: str, rec_id: str, limit: float) -> float:
     return float("inf")
 
 
-def wait_indexed(sqlite_file: str, limit: float = 120.0) -> float:
-    """Seconds until the assembly worker has added every recording to the search index (it waits
-    for a quiet moment to do so; SQLite, migration 0006)."""
-    return _sqlite_wait(sqlite_file, "SELECT count(*) = 0 FROM recording_search_pending", None, limit)
+def wait_indexed(db: str, limit: float = 120.0) -> float:
+    """Seconds until every recording is in the search index: the assembly worker (SQLite,
+    migration 0006) or serve (PostgreSQL, 0008) waits for a quiet moment to add them."""
+    if db.startswith("sqlite"):
+        return _sqlite_wait(db.split("///", 1)[1], "SELECT count(*) = 0 FROM recording_search_pending", None, limit)
+    return asyncio.run(_pg_wait(db, "SELECT NOT EXISTS (SELECT 1 FROM recording_search_pending)", None, limit))
 
 
 def loadgen(url: str, concurrency: int, args: argparse.Namespace, seconds: float) -> dict[str, Any]:
@@ -279,8 +284,9 @@ class Run:
     lag_p99: float | None = None
     drain_s: float | None = None
     committed: float | None = None  # recordings written straight from memory (the rest went by the spool)
-    index_s: float | None = None  # after the drain, until the search index had caught up (SQLite)
+    index_s: float | None = None  # after the drain, until the search index had caught up
     index_cpu_us_per_chunk: float | None = None  # what that took, per chunk of the run: deferred, not in cpu_us_per_chunk
+    db_cpu_us_per_chunk: float | None = None  # the PostgreSQL server's, load and drain, not the index later
 
 
 def measure(target: str, srv: dict[str, Server], level: int, rep: int, args: argparse.Namespace) -> Run:
@@ -288,20 +294,27 @@ def measure(target: str, srv: dict[str, Server], level: int, rep: int, args: arg
     proc = None if target == "direct" else srv[target]
     lag0 = lag_buckets(proc) if target == "streamproxy" and proc else {}
     cpu0 = cpu_seconds(proc.pid) if proc else 0.0
+    on_pg = target == "streamproxy" and args.records and not args.sqlite_file
+    db0 = postgres_cpu_seconds() if on_pg else 0.0
     lg = loadgen(url, level, args, args.seconds)
     run = Run(target, level, rep, lg)
     if target == "streamproxy" and proc and args.records:
         # The recorder catching up is part of the cost (CPU is read after it), and the barrier
         # before the next run.
         run.drain_s = wait_recorded(args.db_url, lg["last_id"]) if lg["last_id"] else None
+    chunks = max(1, lg["chunks_total"])
     if proc:
         cpu1 = cpu_seconds(proc.pid)
-        run.cpu_us_per_chunk = (cpu1 - cpu0) / max(1, lg["chunks_total"]) * 1e6
-    if target == "streamproxy" and proc and args.records and args.sqlite_file:
+        run.cpu_us_per_chunk = (cpu1 - cpu0) / chunks * 1e6
+    db1 = postgres_cpu_seconds() if on_pg else 0.0
+    if on_pg:
+        run.db_cpu_us_per_chunk = (db1 - db0) / chunks * 1e6
+    if target == "streamproxy" and proc and args.records:
         # The index catching up after a burst is the barrier before the next run too, so that no
-        # run is measured while it goes on; its CPU is shown on its own.
-        run.index_s = wait_indexed(args.sqlite_file)
-        run.index_cpu_us_per_chunk = (cpu_seconds(proc.pid) - cpu1) / max(1, lg["chunks_total"]) * 1e6
+        # run is measured while it goes on; its CPU (the database server's too) is shown on its own.
+        run.index_s = wait_indexed(args.db_url)
+        db2 = postgres_cpu_seconds() if on_pg else 0.0
+        run.index_cpu_us_per_chunk = (cpu_seconds(proc.pid) - cpu1 + db2 - db1) / chunks * 1e6
     if target == "streamproxy" and proc and args.records:
         lag1 = lag_buckets(proc)
         run.lag_p99 = bucket_quantile(lag0, lag1, 0.99)
@@ -461,6 +474,8 @@ def compare(args: argparse.Namespace, work: Path) -> int:
                              f"committed from memory {f(run.committed)}" if run.drain_s is not None else "")
                           + (f"  index {f(run.index_s, '{:.2f}')} s {f(run.index_cpu_us_per_chunk, '{:.2f}')} µs/chunk"
                              if run.index_s is not None else "")
+                          + (f"  database server {f(run.db_cpu_us_per_chunk, '{:.2f}')} µs/chunk"
+                             if run.db_cpu_us_per_chunk is not None else "")
                           + (f"  errors {lg['errors']} {lg['first_error']}" if lg["errors"] else ""), flush=True)
             rss = {t: rss_kb(srv[t].pid, "VmHWM") / 1024 for t in ("bare", "streamproxy")}
             each = " + ".join(f"{kb / 1024:.1f}" for kb in rss_each_kb(srv["streamproxy"].pid, "VmHWM"))

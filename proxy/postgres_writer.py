@@ -4,14 +4,23 @@ The serving process records without loading SQLAlchemy (``proxy/lazy_store.py``)
 it sends the statement ``proxy/rows.py`` makes for a batch (one, so one transaction) through one
 asyncpg connection of its own, and reconnects after a connection is lost. SQLAlchemy's pool would check the
 connection out, ping it and begin, each a round trip that waits for a turn of serve's busy loop.
+
+It also keeps the search index up (migration 0008, ``proxy.postgres_index``): what it writes is
+only listed as pending, and it moves pending recordings into the index once no batch has come
+for ``QUIET_SECONDS``, a slice at a time until a batch comes, or with each batch once it has
+left more than ``BACKLOG_ROWS`` waiting. A burst of streams thus costs the database no trigram
+index upkeep while it is relayed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from proxy.postgres_index import BACKLOG_ROWS, INDEX_SLICE, PENDING_TABLE, QUIET_SECONDS, index_statement
 from proxy.record import Record
 from proxy.rows import postgres_statements
 
@@ -19,6 +28,8 @@ if TYPE_CHECKING:
     import asyncpg
 
 __all__ = ["PostgresWriter", "asyncpg_dsn", "is_postgres"]
+
+log = logging.getLogger("streamproxy.store")
 
 _CONNECT_TIMEOUT = 10.0
 
@@ -41,20 +52,30 @@ def asyncpg_dsn(db_url: str) -> str:
 
 class PostgresWriter:
     """Inserts batches of recordings, one statement each (``rows.postgres_statements``), on a
-    connection opened when first needed. Errors are asyncpg's (or ``OSError``); the recorder
-    tells an outage from a record the database refuses (``proxy/recorder.py``)."""
+    connection opened when first needed, and adds them to the search index later. Errors are
+    asyncpg's (or ``OSError``); the recorder tells an outage from a record the database refuses
+    (``proxy/recorder.py``). The index's upkeep never fails a batch: it logs and tries again later."""
 
-    def __init__(self, db_url: str) -> None:
+    def __init__(self, db_url: str, *, quiet: float = QUIET_SECONDS, backlog: int = BACKLOG_ROWS) -> None:
         # The URL holds the password: kept here, handed to asyncpg, never logged.
         self._dsn = asyncpg_dsn(db_url)
         self._conn: asyncpg.Connection[Any] | None = None
         self._turn = asyncio.Lock()
+        self._quiet = quiet
+        self._backlog = backlog
+        self._waiting = 0  # recordings this writer has left pending (other instances add theirs)
+        self._last_batch = 0.0  # the loop's time when the latest batch came
+        self._deferred: bool | None = None  # whether the database is at migration 0008 or later
+        self._timer: asyncio.TimerHandle | None = None
+        self._indexing: asyncio.Task[None] | None = None
 
     async def insert(self, records: Sequence[Record]) -> None:
         """Insert in one transaction; a recording whose id is already stored is left as it is."""
         if not records:
             return
         ((sql, params),) = postgres_statements(records)
+        loop = asyncio.get_running_loop()
+        self._last_batch = loop.time()
         async with self._turn:
             conn = await self._connection()
             try:
@@ -64,6 +85,57 @@ class PostgresWriter:
                 if conn.is_closed():
                     self._conn = None  # lost: the next batch connects again
                 raise
+            self._waiting += len(records)
+            if self._waiting > self._backlog:
+                # Twice what came in, until the backlog is back under its bound.
+                await self._index(conn, 2 * len(records))
+        if self._timer is None and self._indexing is None:
+            self._timer = loop.call_at(self._last_batch + self._quiet, self._when_quiet)
+
+    def _when_quiet(self) -> None:
+        loop = asyncio.get_running_loop()
+        due = self._last_batch + self._quiet
+        if loop.time() < due:
+            self._timer = loop.call_at(due, self._when_quiet)
+            return
+        self._timer = None
+        self._indexing = asyncio.create_task(self._index_while_quiet())
+
+    async def _index_while_quiet(self) -> None:
+        """Slices of pending recordings into the index until none is left or a batch comes."""
+        since = self._last_batch
+        try:
+            while self._last_batch == since:
+                async with self._turn:
+                    moved = await self._index(await self._connection(), INDEX_SLICE)
+                if moved < INDEX_SLICE:
+                    return
+        except (OSError, asyncio.TimeoutError) as exc:  # connecting failed: the next batch will tell
+            log.warning("search index upkeep: cannot reach the database: %s", exc)
+        finally:
+            self._indexing = None
+            if self._last_batch != since and self._timer is None:
+                loop = asyncio.get_running_loop()
+                self._timer = loop.call_at(self._last_batch + self._quiet, self._when_quiet)
+
+    async def _index(self, conn: asyncpg.Connection[Any], most: int) -> int:
+        """Move up to ``most`` pending recordings into the search index: how many it moved."""
+        import asyncpg
+
+        try:
+            if self._deferred is None:
+                self._deferred = bool(await conn.fetchval(f"SELECT to_regclass('{PENDING_TABLE}') IS NOT NULL"))
+            if not self._deferred:  # a database before 0008: its index on recordings keeps up by itself
+                return 0
+            sql, params = index_statement(most)
+            moved = int(await conn.fetchval(sql, *params))
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            if conn.is_closed():
+                self._conn = None
+            log.warning("search index upkeep failed (recordings wait for the next try): %s", exc)
+            return 0
+        self._waiting = 0 if moved < most else max(0, self._waiting - moved)
+        return moved
 
     async def _connection(self) -> asyncpg.Connection[Any]:
         if self._conn is None or self._conn.is_closed():
@@ -73,6 +145,15 @@ class PostgresWriter:
         return self._conn
 
     async def close(self) -> None:
+        """Stop the index upkeep (what is pending waits for the next writer) and disconnect."""
+        task = self._indexing
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._timer is not None:  # after the task: it re-arms if a batch came meanwhile
+            self._timer.cancel()
+            self._timer = None
         conn, self._conn = self._conn, None
         if conn is not None and not conn.is_closed():
             await conn.close()

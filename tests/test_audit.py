@@ -168,4 +168,4 @@ async def test_db_upgrade_json(tmp_path: Path) -> None:
     out = await cli("db", "upgrade", "--json", "--db", f"sqlite+aiosqlite:///{tmp_path / 'u.db'}")
     assert out.returncode == 0, out.stderr
     info = orjson.loads(out.stdout)
-    assert info["revision"] == info["head"] == "0007"
+    assert info["revision"] == info["head"] == "0008"

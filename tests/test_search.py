@@ -247,11 +247,11 @@ async def questions_like_0001(engine: AsyncEngine, word: str) -> list[str]:
 
 
 @pytest.mark.parametrize(("selective", "window"), [(1, 2), (1, 1), (2, 100)])
-async def test_every_sqlite_plan_returns_the_same_rows(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, selective: int, window: int
+async def test_every_plan_returns_the_same_rows(
+    db_url: str, monkeypatch: pytest.MonkeyPatch, selective: int, window: int
 ) -> None:
     """Common terms read the newest rows first, rare ones go through the index; the rows are the same."""
-    engine = await open_store(f"sqlite+aiosqlite:///{tmp_path / 's.db'}", create=True)
+    engine = await open_store(db_url, create=True)
     store = Store(engine)
     try:
         await store.insert([make_record(q, a, model=m, at=T0 + timedelta(minutes=i)) for i, (q, a, m) in enumerate(CORPUS)])

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionma
 
 from proxy.worker_frames import WriteTo
 from proxy.filters import Filters
+from proxy.postgres_index import PENDING_TABLE, index_statement
 from proxy.prepare import unpack_chunks
 from proxy.record import Outcome, Record
 from proxy.rows import postgres_statements, sqlite_file, sqlite_statements, utc, write_to
@@ -102,10 +103,11 @@ class Store:
             return
         statements = self._statements(records)
         async with self.engine.connect() as conn:
-            if self._dialect == "sqlite" and await self._defers_search_index(conn):
+            if await self._defers_search_index(conn):
                 # Written here, recordings join the search index at once, with any an assembly
-                # worker left pending (migration 0006): this process has no quiet moments to wait for.
-                statements += index_statements(ALL)
+                # worker or serve left pending (migrations 0006, 0008): this process has no quiet
+                # moments to wait for.
+                statements += index_statements(ALL) if self._dialect == "sqlite" else [index_statement(None)]
             driver = (await conn.get_raw_connection()).driver_connection
             # aiosqlite runs each statement in its thread and hands the result back through the
             # event loop: under load every hand-over waits for a busy loop, and a batch took a
@@ -124,10 +126,16 @@ class Store:
                     await conn.exec_driver_sql(sql, params)
 
     async def _defers_search_index(self, conn: AsyncConnection) -> bool:
-        """Whether the file is at migration 0006 or later (tests write at earlier ones)."""
+        """Whether the database is at migration 0006 (SQLite) or 0008 (PostgreSQL) or later
+        (tests write at earlier ones)."""
         if self._pending_table is None:
-            found = await conn.exec_driver_sql("SELECT 1 FROM sqlite_master WHERE name = 'recording_search_pending'")
-            self._pending_table = found.first() is not None
+            if self._dialect == "sqlite":
+                found = await conn.exec_driver_sql(f"SELECT 1 FROM sqlite_master WHERE name = '{PENDING_TABLE}'")
+                self._pending_table = found.first() is not None
+            else:
+                found = await conn.exec_driver_sql(f"SELECT to_regclass('{PENDING_TABLE}') IS NOT NULL")
+                self._pending_table = bool(found.scalar())
+            await conn.commit()  # ends the transaction the check began: the write begins its own
         return self._pending_table
 
     async def get(self, rec_id: str, *, chunks: bool = True) -> Record | None:

@@ -14,12 +14,15 @@ apart ("abcab" in "abca cab"); ``LIKE`` drops them. Its tokenizer does not fold 
 
 Since migration 0006 a recording may wait a while to join the SQLite index
 (``recording_search_pending``); until then it is a candidate for every search, so results are the
-same whenever the index catches up.
+same whenever the index catches up. Since migration 0008 PostgreSQL's index works the same way:
+its trigram GIN index is on ``recording_search_index``, which recordings join from its own
+``recording_search_pending`` (``proxy.postgres_index``), and ``LIKE`` on ``recordings`` decides.
 
-SQLite's planner cannot tell a rare term from a common one, so ``newest_matching`` does:
-a rare term is looked up through the FTS index; for a common one the newest rows that pass
-the other filters are read first, since they are likely to match (the index would have to
-walk a long list of matches before ordering them).
+Neither planner can tell a rare term from a common one through this index (on PostgreSQL since
+0008, where the index is on a table of its own), so ``newest_matching`` does: a rare term is
+looked up through the index; for a common one the newest rows that pass the other filters are
+read first, since they are likely to match (the index would have to walk a long list of matches
+before ordering them).
 """
 
 from __future__ import annotations
@@ -44,6 +47,10 @@ _sqlite_only = MetaData()
 _search_map = Table("recording_search", _sqlite_only, Column("n", Integer, primary_key=True), Column("id", String(26)))
 _fts = Table("recording_search_fts", _sqlite_only, Column("rowid", Integer), Column("recording_search_fts", String))
 _pending = Table("recording_search_pending", _sqlite_only, Column("n", Integer, primary_key=True), Column("size", Integer))
+# PostgreSQL-only tables from migration 0008.
+_postgres_only = MetaData()
+_pg_index = Table("recording_search_index", _postgres_only, Column("id", String(26)), Column("search_text", String))
+_pg_pending = Table("recording_search_pending", _postgres_only, Column("id", String(26)))
 
 # The trigram tokenizer indexes runs of three characters; shorter terms rely on LIKE alone.
 _MIN_INDEXED = 3
@@ -92,7 +99,8 @@ def _fts_matches(terms: list[str]) -> Select[Any]:
 
 
 class _FtsCandidates(ColumnElement[bool]):
-    """On SQLite: the recording is among the FTS5 matches for these terms. Elsewhere: true.
+    """The recording is among the index's matches for these terms, or waits to join the index:
+    on SQLite the FTS5 table's, on PostgreSQL the trigram index's on ``recording_search_index``.
 
     Compiled per dialect so ``apply_filters`` stays one dialect-free function.
     """
@@ -105,6 +113,8 @@ class _FtsCandidates(ColumnElement[bool]):
     def __init__(self, terms: list[str]) -> None:
         candidates = union_all(_fts_matches(terms), select(_pending.c.n))
         self.sqlite_clause = RecordingRow.id.in_(select(_search_map.c.id).where(_search_map.c.n.in_(candidates)))
+        indexed = select(_pg_index.c.id).where(*_likes(terms, _pg_index.c.search_text))
+        self.postgresql_clause = RecordingRow.id.in_(union_all(indexed, select(_pg_pending.c.id)))
 
 
 @compiles(_FtsCandidates)
@@ -115,6 +125,11 @@ def _compile_default(element: _FtsCandidates, compiler: SQLCompiler, **kw: Any) 
 @compiles(_FtsCandidates, "sqlite")
 def _compile_sqlite(element: _FtsCandidates, compiler: SQLCompiler, **kw: Any) -> str:
     return compiler.process(element.sqlite_clause, **kw)
+
+
+@compiles(_FtsCandidates, "postgresql")
+def _compile_postgresql(element: _FtsCandidates, compiler: SQLCompiler, **kw: Any) -> str:
+    return compiler.process(element.postgresql_clause, **kw)
 
 
 def _likes(terms: list[str], column: ColumnElement[str] | InstrumentedAttribute[str]) -> list[ColumnElement[bool]]:
@@ -136,20 +151,28 @@ async def newest_matching(
 ) -> Sequence[RecordingRow]:
     """The first ``n`` rows of ``newest(True)`` (filtered, searched, newest first), chosen fast.
 
-    ``newest(False)`` is the same query without the search. Only SQLite with a common indexed
-    term takes the two-step path; every path returns exactly the rows ``newest(True)`` would.
+    ``newest(False)`` is the same query without the search. Only a common indexed term takes the
+    two-step path; every path returns exactly the rows ``newest(True)`` would.
     """
     terms = search_terms(search or "")
     indexed = _indexed_terms(terms)
-    if not indexed or dialect != "sqlite":
+    if not indexed or dialect not in ("sqlite", "postgresql"):
         return (await session.scalars(newest(True).limit(n))).all()
-    probe = select(func.count()).select_from(_fts_matches(indexed).limit(_SELECTIVE).subquery())
+    if dialect == "sqlite":
+        matches = _fts_matches(indexed)
+    else:
+        matches = select(_pg_index.c.id).where(*_likes(indexed, _pg_index.c.search_text))
+    probe = select(func.count()).select_from(matches.limit(_SELECTIVE).subquery())
     if int(await session.scalar(probe) or 0) < _SELECTIVE:
         return (await session.scalars(newest(True).limit(n))).all()
     window = newest(False).with_only_columns(RecordingRow.id, RecordingRow.search_text).limit(_WINDOW).subquery()
-    # No outer ORDER BY: SQLite runs the window as a co-routine that yields rows newest first and
-    # stops at n hits; sorting again would read the whole window (tests check the order holds).
-    hits = list((await session.scalars(select(window.c.id).where(*_likes(terms, window.c.search_text)).limit(n))).all())
+    hits_stmt = select(window.c.id).where(*_likes(terms, window.c.search_text)).limit(n)
+    if dialect == "postgresql":
+        # PostgreSQL keeps the window's order only when asked; asked, it sees the window is sorted
+        # so and still stops at n hits. SQLite: no outer ORDER BY, which would read the whole window
+        # (it runs the window as a co-routine that yields rows newest first; tests check the order).
+        hits_stmt = hits_stmt.order_by(window.c.id.desc())
+    hits = list((await session.scalars(hits_stmt)).all())
     if len(hits) < n:
         seen = int(await session.scalar(select(func.count()).select_from(window)) or 0)
         if seen == _WINDOW:  # the window ran out before n matches: the index finds the rest

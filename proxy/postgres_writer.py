@@ -110,7 +110,7 @@ class PostgresWriter:
                     moved = await self._index(await self._connection(), INDEX_SLICE)
                 if moved < INDEX_SLICE:
                     return
-        except (OSError, asyncio.TimeoutError) as exc:  # connecting failed: the next batch will tell
+        except Exception as exc:  # noqa: BLE001 - connecting failed; a background task logs, the next batch tries again
             log.warning("search index upkeep: cannot reach the database: %s", exc)
         finally:
             self._indexing = None

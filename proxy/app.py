@@ -104,12 +104,12 @@ async def v1_handler(request: web.Request) -> web.StreamResponse:
     try:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
-        rec = new_record(request, b"", settings)
+        rec = new_record(request, b"", settings, app[STATE].ids)
         return relay.reject(
             rec, loop_start, record, 413, f"request body is larger than {settings.max_body} bytes",
             "invalid_request_error", "request_too_large",
         )
-    rec = new_record(request, body, settings)
+    rec = new_record(request, body, settings, app[STATE].ids)
     if not relay.admitted(request):
         return relay.reject(
             rec, loop_start, record, 401, "Incorrect API key provided to streamproxy.",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,7 +22,7 @@ from yarl import URL
 
 from proxy.credentials import bearer_token, fingerprint, redact_headers, redact_query, request_credential
 from proxy.errors import error_response
-from proxy.ids import new_id
+from proxy.ids import IdSource
 from proxy.matching import UNPARSED, match_key
 from proxy.metrics import Metrics
 from proxy.reads import BLOCK, Reads
@@ -60,10 +60,11 @@ class RuntimeState:
     """What changes while the app runs; one per app."""
 
     shutting_down: bool = False
+    ids: IdSource = field(default_factory=IdSource)  # recording ids, in the order requests came
 
 
-def new_record(request: web.Request, body: bytes, settings: Settings) -> Record:
-    """A recording for this request, credentials already redacted and fingerprinted."""
+def new_record(request: web.Request, body: bytes, settings: Settings, ids: IdSource) -> Record:
+    """A recording for this request, credentials already redacted and fingerprinted, its id from ``ids``."""
     model: str | None = None
     stream = False
     parsed: Any = UNPARSED  # parsed once, here, for the model and the match key alike
@@ -76,7 +77,7 @@ def new_record(request: web.Request, body: bytes, settings: Settings) -> Record:
             stream = parsed.get("stream") is True
     path = request.rel_url.raw_path
     return Record(
-        id=new_id(),
+        id=ids(),
         started_at=datetime.now(UTC),
         method=request.method,
         path=path,

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from proxy import ids
-from proxy.ids import new_id
+from proxy.ids import IdSource, new_id
 
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
@@ -30,3 +30,14 @@ def test_ids_sort_by_time_and_do_not_repeat() -> None:
     assert made == sorted(made)
     assert len(set(made)) == len(made)
     assert all(len(i) == 26 and set(i) <= set(CROCKFORD) for i in made)
+
+
+def test_ids_from_one_source_sort_in_the_order_made_within_a_millisecond() -> None:
+    """Replay gives the n-th identical request the n-th recording by id: requests that start in
+    the same millisecond (or after the clock stepped back) must still sort as they came."""
+    ids = IdSource()
+    now = 1_764_201_600.5  # exact in binary, as are the times below
+    made = [ids(now) for _ in range(1000)] + [ids(now - 5)] + [ids(now + 0.25)]
+    assert made == sorted(made) and len(set(made)) == len(made)
+    assert all(i[:10] == made[0][:10] for i in made[:1001]), "the same millisecond, as far as the clock said"
+    assert made[-1][:10] > made[0][:10], "a later millisecond starts afresh"

@@ -125,7 +125,9 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("-c", "--concurrency", type=int, default=50)
     ap.add_argument("--callgrind", action="store_true", help="count with valgrind's callgrind (no PMU needed; ~50x slower)")
+    ap.add_argument("--targets", default=",".join(TARGETS), help="a subset of: " + ", ".join(TARGETS) + " (the bare relay always runs)")
     args = ap.parse_args()
+    chosen = ["bare relay", *(t for t in TARGETS if t != "bare relay" and t in args.targets.split(","))]
     tool = "valgrind" if args.callgrind else "perf"
     if shutil.which(tool) is None:
         raise SystemExit(f"{tool} is not installed (Debian: apt-get install {'valgrind' if args.callgrind else 'linux-perf'})")
@@ -138,7 +140,7 @@ def main() -> None:
         url = f"http://127.0.0.1:{up_port}"
         per_request: dict[str, float] = {}
         units = set()
-        for target in TARGETS:
+        for target in chosen:
             idle, unit = count(target, url, work, 0, args.concurrency, args.callgrind)
             busy, unit_busy = count(target, url, work, args.requests, args.concurrency, args.callgrind)
             units |= {unit, unit_busy}

@@ -54,7 +54,7 @@ _PIECES = st.sampled_from([b"\n", b"\n\n", b"\n\n\n", b"data: ", b"x", b"\xc3\xa
 
 
 @needs_split
-@settings(max_examples=1500)
+@settings(max_examples=1500, deadline=None)  # properties, not timings: a busy CI machine must not fail one
 @given(
     st.one_of(st.lists(_PIECES, max_size=60), st.lists(_PIECES.filter(lambda p: b"\r" not in p), max_size=60)).map(b"".join),
     st.lists(st.integers(min_value=0), max_size=12),
@@ -114,7 +114,7 @@ def test_bad_arguments_raise_instead_of_packing_nonsense() -> None:
 
 
 @needs_split
-@settings(max_examples=400)
+@settings(max_examples=400, deadline=None)  # properties, not timings: a busy CI machine must not fail one
 @given(st.binary(max_size=300), st.lists(st.integers(min_value=0, max_value=400), max_size=30), st.booleans())
 def test_a_body_is_cut_at_its_chunk_ends_as_python_slices_it(body: bytes, ends: list[int], in_order: bool) -> None:
     """Stored recordings are cut into their chunks in C where it is built: the same chunks as

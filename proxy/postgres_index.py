@@ -8,9 +8,12 @@ disjoint slices: rows another writer is moving are skipped, not waited for.
 
 from __future__ import annotations
 
-__all__ = ["BACKLOG_ROWS", "INDEX_SLICE", "PENDING_TABLE", "QUIET_SECONDS", "index_statement"]
+__all__ = ["BACKLOG_ROWS", "DEFERS_INDEX", "INDEX_SLICE", "PENDING_TABLE", "QUIET_SECONDS", "index_statement"]
 
 PENDING_TABLE = "recording_search_pending"
+# True once the database is at migration 0008 or later (before it, the index on ``recordings``
+# keeps up by itself and there is nothing to move).
+DEFERS_INDEX = f"SELECT to_regclass('{PENDING_TABLE}') IS NOT NULL"
 
 # No batch for this long: serve is between bursts, time to catch up (the SQLite worker's too).
 QUIET_SECONDS = 0.5

@@ -20,7 +20,7 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from proxy.postgres_index import BACKLOG_ROWS, INDEX_SLICE, PENDING_TABLE, QUIET_SECONDS, index_statement
+from proxy.postgres_index import BACKLOG_ROWS, DEFERS_INDEX, INDEX_SLICE, QUIET_SECONDS, index_statement
 from proxy.record import Record
 from proxy.rows import postgres_statements
 
@@ -90,13 +90,15 @@ class PostgresWriter:
                 # Twice what came in, until the backlog is back under its bound.
                 await self._index(conn, 2 * len(records))
         if self._timer is None and self._indexing is None:
-            self._timer = loop.call_at(self._last_batch + self._quiet, self._when_quiet)
+            self._arm()
+
+    def _arm(self) -> None:
+        """Look again once ``quiet`` seconds have passed since the latest batch."""
+        self._timer = asyncio.get_running_loop().call_at(self._last_batch + self._quiet, self._when_quiet)
 
     def _when_quiet(self) -> None:
-        loop = asyncio.get_running_loop()
-        due = self._last_batch + self._quiet
-        if loop.time() < due:
-            self._timer = loop.call_at(due, self._when_quiet)
+        if asyncio.get_running_loop().time() < self._last_batch + self._quiet:  # a batch came meanwhile
+            self._arm()
             return
         self._timer = None
         self._indexing = asyncio.create_task(self._index_while_quiet())
@@ -115,8 +117,7 @@ class PostgresWriter:
         finally:
             self._indexing = None
             if self._last_batch != since and self._timer is None:
-                loop = asyncio.get_running_loop()
-                self._timer = loop.call_at(self._last_batch + self._quiet, self._when_quiet)
+                self._arm()
 
     async def _index(self, conn: asyncpg.Connection[Any], most: int) -> int:
         """Move up to ``most`` pending recordings into the search index: how many it moved."""
@@ -124,7 +125,7 @@ class PostgresWriter:
 
         try:
             if self._deferred is None:
-                self._deferred = bool(await conn.fetchval(f"SELECT to_regclass('{PENDING_TABLE}') IS NOT NULL"))
+                self._deferred = bool(await conn.fetchval(DEFERS_INDEX))
             if not self._deferred:  # a database before 0008: its index on recordings keeps up by itself
                 return 0
             sql, params = index_statement(most)

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionma
 
 from proxy.worker_frames import WriteTo
 from proxy.filters import Filters
-from proxy.postgres_index import PENDING_TABLE, index_statement
+from proxy.postgres_index import DEFERS_INDEX, PENDING_TABLE, index_statement
 from proxy.prepare import unpack_chunks
 from proxy.record import Outcome, Record
 from proxy.rows import postgres_statements, sqlite_file, sqlite_statements, utc, write_to
@@ -133,7 +133,7 @@ class Store:
                 found = await conn.exec_driver_sql(f"SELECT 1 FROM sqlite_master WHERE name = '{PENDING_TABLE}'")
                 self._pending_table = found.first() is not None
             else:
-                found = await conn.exec_driver_sql(f"SELECT to_regclass('{PENDING_TABLE}') IS NOT NULL")
+                found = await conn.exec_driver_sql(DEFERS_INDEX)
                 self._pending_table = bool(found.scalar())
             await conn.commit()  # ends the transaction the check began: the write begins its own
         return self._pending_table

@@ -4,7 +4,7 @@ A search is a list of terms (words, or "quoted phrases"); every term must occur 
 substring. The ``LIKE`` on ``search_text`` decides on both backends, so both return the same
 rows; migration 0002 adds the index that makes it fast: on PostgreSQL a trigram GIN index
 that ``LIKE`` uses by itself (its planner weighs it against the other filters' indexes), on
-SQLite an FTS5 trigram table that narrows the candidates first (see ``_FtsCandidates``).
+SQLite an FTS5 trigram table that narrows the candidates first (see ``_IndexCandidates``).
 
 Since migration 0004 the SQLite table keeps no positions (``detail=none``), which saves about a
 quarter of its upkeep on every insert, but it cannot answer a phrase: a term is looked up as
@@ -98,9 +98,16 @@ def _fts_matches(terms: list[str]) -> Select[Any]:
     return select(_fts.c.rowid).where(_fts.c.recording_search_fts.op("MATCH")(_fts_query(terms)))
 
 
-class _FtsCandidates(ColumnElement[bool]):
+def _pg_matches(terms: list[str]) -> Select[Any]:
+    """On PostgreSQL (migration 0008): the indexed recordings holding every term, through the
+    trigram GIN index on ``recording_search_index``."""
+    return select(_pg_index.c.id).where(*_likes(terms, _pg_index.c.search_text))
+
+
+class _IndexCandidates(ColumnElement[bool]):
     """The recording is among the index's matches for these terms, or waits to join the index:
     on SQLite the FTS5 table's, on PostgreSQL the trigram index's on ``recording_search_index``.
+    Elsewhere: true.
 
     Compiled per dialect so ``apply_filters`` stays one dialect-free function.
     """
@@ -111,25 +118,25 @@ class _FtsCandidates(ColumnElement[bool]):
     _is_implicitly_boolean = True
 
     def __init__(self, terms: list[str]) -> None:
-        candidates = union_all(_fts_matches(terms), select(_pending.c.n))
-        self.sqlite_clause = RecordingRow.id.in_(select(_search_map.c.id).where(_search_map.c.n.in_(candidates)))
-        indexed = select(_pg_index.c.id).where(*_likes(terms, _pg_index.c.search_text))
-        self.postgresql_clause = RecordingRow.id.in_(union_all(indexed, select(_pg_pending.c.id)))
+        self.terms = terms
 
 
-@compiles(_FtsCandidates)
-def _compile_default(element: _FtsCandidates, compiler: SQLCompiler, **kw: Any) -> str:
+@compiles(_IndexCandidates)
+def _compile_default(element: _IndexCandidates, compiler: SQLCompiler, **kw: Any) -> str:
     return compiler.process(true(), **kw)
 
 
-@compiles(_FtsCandidates, "sqlite")
-def _compile_sqlite(element: _FtsCandidates, compiler: SQLCompiler, **kw: Any) -> str:
-    return compiler.process(element.sqlite_clause, **kw)
+@compiles(_IndexCandidates, "sqlite")
+def _compile_sqlite(element: _IndexCandidates, compiler: SQLCompiler, **kw: Any) -> str:
+    candidates = union_all(_fts_matches(element.terms), select(_pending.c.n))
+    clause = RecordingRow.id.in_(select(_search_map.c.id).where(_search_map.c.n.in_(candidates)))
+    return compiler.process(clause, **kw)
 
 
-@compiles(_FtsCandidates, "postgresql")
-def _compile_postgresql(element: _FtsCandidates, compiler: SQLCompiler, **kw: Any) -> str:
-    return compiler.process(element.postgresql_clause, **kw)
+@compiles(_IndexCandidates, "postgresql")
+def _compile_postgresql(element: _IndexCandidates, compiler: SQLCompiler, **kw: Any) -> str:
+    clause = RecordingRow.id.in_(union_all(_pg_matches(element.terms), select(_pg_pending.c.id)))
+    return compiler.process(clause, **kw)
 
 
 def _likes(terms: list[str], column: ColumnElement[str] | InstrumentedAttribute[str]) -> list[ColumnElement[bool]]:
@@ -142,7 +149,7 @@ def search_clause(text: str) -> ColumnElement[bool]:
     likes = _likes(terms, RecordingRow.search_text)
     indexed = _indexed_terms(terms)
     if indexed:
-        likes.append(_FtsCandidates(indexed))
+        likes.append(_IndexCandidates(indexed))
     return and_(true(), *likes)
 
 
@@ -158,10 +165,7 @@ async def newest_matching(
     indexed = _indexed_terms(terms)
     if not indexed or dialect not in ("sqlite", "postgresql"):
         return (await session.scalars(newest(True).limit(n))).all()
-    if dialect == "sqlite":
-        matches = _fts_matches(indexed)
-    else:
-        matches = select(_pg_index.c.id).where(*_likes(indexed, _pg_index.c.search_text))
+    matches = _fts_matches(indexed) if dialect == "sqlite" else _pg_matches(indexed)
     probe = select(func.count()).select_from(matches.limit(_SELECTIVE).subquery())
     if int(await session.scalar(probe) or 0) < _SELECTIVE:
         return (await session.scalars(newest(True).limit(n))).all()

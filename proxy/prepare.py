@@ -73,6 +73,10 @@ class PackedChunks(NamedTuple):
         """The ``recording_bodies`` columns."""
         return {"body": self.body, "encoding": self.encoding, "chunk_ends": self.chunk_ends, "chunk_offsets": self.chunk_offsets}
 
+    def unpack(self) -> tuple[list[bytes], list[float]]:
+        """The chunks and their offsets (:func:`unpack_chunks`)."""
+        return unpack_chunks(self.body, self.encoding, self.chunk_ends, self.chunk_offsets)
+
 
 def shrink(body: bytes, fast: Callable[[bytes, int], bytes] | None = _FAST_DEFLATE) -> bytes | None:
     """``body`` compressed at zlib level 1 (a 200-event, 51 KB chat stream to under 1 KB, in ~13 µs

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from proxy.prepare import PackedChunks, pack_chunks, unpack_chunks
+from proxy.prepare import PackedChunks, pack_chunks
 
 __all__ = ["EXPORT_FORMAT", "Outcome", "Record", "from_json", "iso", "parse_iso", "to_json"]
 
@@ -92,7 +92,7 @@ class Record:
     def chunk_list(self) -> tuple[list[bytes], list[float]]:
         """The chunks and their offsets, unpacked if the recording is sealed."""
         if self.packed is not None:
-            return unpack_chunks(*self.packed[:4])
+            return self.packed.unpack()
         return self.chunks, self.offsets_ms
 
     @property

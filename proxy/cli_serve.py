@@ -23,6 +23,9 @@ __all__ = ["register", "serve"]
 
 log = logging.getLogger("streamproxy")
 
+# Allocations between the collector's young passes in a serving process (see _freeze_startup_objects).
+_GC_YOUNG = 10_000
+
 
 def _read_keys(path: str | None) -> frozenset[str]:
     if not path:
@@ -147,9 +150,17 @@ async def _freeze_startup_objects(app: web.Application) -> None:
     """Leave what startup made (modules, SQLAlchemy's and aiohttp's tables: ~97,000 objects) out
     of the cyclic garbage collector's full passes: each walked them all, and held every stream's
     next chunk for ~60 ms, under load once every several seconds. Last of the startup hooks, once
-    everything long-lived exists; here, not in ``create_app``, so that only a serving process does it."""
+    everything long-lived exists; here, not in ``create_app``, so that only a serving process does it.
+
+    The youngest generation is collected every ``_GC_YOUNG`` allocations, not Python's 700: a
+    stream's objects live for its whole answer (tens of ms to seconds), so at 700 each was walked
+    in several young passes and promoted before it died. Measured in alternating pairs (8 at 100
+    streams, 6 at 500): the CPU of serve and its worker a request -9 %, throughput +8 to +10 %, peak RSS
+    within noise; 5,000 and 20,000 alike."""
     gc.collect()
     gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(_GC_YOUNG, older, oldest)
 
 
 async def _one_stop_signal(app: web.Application) -> None:

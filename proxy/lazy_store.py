@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 __all__ = ["LazyStore"]
 
+log = logging.getLogger("streamproxy.store")
+
 
 class LazyStore:
     """A :class:`~proxy.store.Store` on ``db_url``, opened (and migrated, if it has to be) on
@@ -56,20 +58,27 @@ class LazyStore:
         Raises ``StoreError`` (or ``ConfigError``, for the URL) with the child's one line.
 
         A process that has SQLAlchemy loaded already (one embedding the app, the tests) opens
-        the store instead: there is nothing to keep out of it, and a child costs a second."""
+        the store instead: there is nothing to keep out of it, and a child costs a second.
+
+        On PostgreSQL it then opens serve's own recording connection (``PostgresWriter.warm``)."""
         if "sqlalchemy" in sys.modules:
             await self.get()
-            return
-        level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
-        check = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "proxy.store.preflight", level,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        )
-        # On stdin, never in the arguments, which any user of the machine can read: the URL may hold a password.
-        out, _ = await check.communicate(self.db_url.encode())
-        if check.returncode:
-            message = out.decode(errors="replace").strip() or f"the database check failed (exit {check.returncode})"
-            raise (ConfigError if check.returncode == 2 else StoreError)(message)
+        else:
+            level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
+            check = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "proxy.store.preflight", level,
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            )
+            # On stdin, never in the arguments, which any user of the machine can read: the URL may hold a password.
+            out, _ = await check.communicate(self.db_url.encode())
+            if check.returncode:
+                message = out.decode(errors="replace").strip() or f"the database check failed (exit {check.returncode})"
+                raise (ConfigError if check.returncode == 2 else StoreError)(message)
+        if self._postgres is not None:
+            try:
+                await self._postgres.warm()
+            except Exception as exc:  # noqa: BLE001 - the database passed its check: the first batch connects again
+                log.warning("could not open the recording connection yet (the first batch tries again): %s", exc)
 
     def direct_write(self, records: Sequence[Record]) -> WriteTo | None:
         """The rows of ``records`` for an assembly worker to write into the SQLite file itself;

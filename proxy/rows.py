@@ -208,7 +208,10 @@ _pg_body = _binder([(c.name, c.postgres) for c in _BODY_COLUMNS])
 
 def postgres_statements(records: Sequence[Record]) -> Statements:
     """Insert ``records`` (assembled) into PostgreSQL through asyncpg: one statement, its
-    parameters one array a column, recordings' columns then bodies'."""
+    parameters one array a column, recordings' columns then bodies'. No records: the same
+    statement with empty arrays, which inserts nothing (``PostgresWriter.warm`` sends it)."""
+    if not records:
+        return [(_PG_BATCH, tuple([] for _ in range(len(_RECORDING_COLUMNS) + len(_BODY_COLUMNS))))]
     recordings, bodies = zip(*(row_values(r) for r in records), strict=True)
     columns = [*zip(*map(_pg_recording, recordings), strict=True), *zip(*map(_pg_body, bodies), strict=True)]
     return [(_PG_BATCH, tuple(map(list, columns)))]

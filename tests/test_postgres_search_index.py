@@ -107,6 +107,51 @@ async def test_serve_indexes_once_batches_stop_and_not_before(store: Store, db_u
     assert writer._indexing is None and writer._timer is None, "closing stops the upkeep"
 
 
+async def test_an_insert_held_up_past_the_quiet_time_is_not_taken_for_a_pause(
+    store: Store, db_url: str, sql: asyncpg.Connection[Any]
+) -> None:
+    """Under load an insert can wait longer than the quiet time (at 500 streams a turn of serve's
+    loop takes ~0.15 s): the upkeep must not slip in behind it and hold up the batches after it."""
+    quiet = 0.4
+    writer = PostgresWriter(db_url, quiet=quiet)
+    try:
+        await writer.insert(assembled(0))
+        async with sql.transaction():
+            await sql.execute("LOCK TABLE recordings IN SHARE ROW EXCLUSIVE MODE")  # holds inserts back
+            held = asyncio.create_task(writer.insert(assembled(10)))
+            await asyncio.sleep(2 * quiet)
+            assert not held.done()
+        await held
+        await asyncio.sleep(quiet / 4)
+        assert await pending(sql) == 12, "the held insert ended just now: no pause yet, nothing indexed"
+
+        async def drained() -> bool:
+            return await pending(sql) == 0
+
+        await wait_until(drained, timeout=10, what="the upkeep once the writer is really quiet")
+    finally:
+        await writer.close()
+
+
+async def test_warming_up_connects_and_writes_nothing(store: Store, db_url: str, sql: asyncpg.Connection[Any]) -> None:
+    """Serve connects and prepares its insert at startup, so that the first batch of a burst is one round trip."""
+    async def sessions() -> int:
+        return int(await sql.fetchval("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"))
+
+    before = await sessions()
+    writer = PostgresWriter(db_url, quiet=NEVER)
+    try:
+        await writer.warm()
+        assert await sessions() == before + 1
+        assert await sql.fetchval("SELECT count(*) FROM recordings") == 0
+        assert await pending(sql) == 0
+        await writer.insert(assembled(0))
+        assert await sessions() == before + 1, "the batch went on the warm connection"
+        assert await sql.fetchval("SELECT count(*) FROM recordings") == 6
+    finally:
+        await writer.close()
+
+
 async def test_a_backlog_past_its_bound_is_indexed_with_the_batches(
     store: Store, db_url: str, sql: asyncpg.Connection[Any]
 ) -> None:

@@ -112,7 +112,7 @@ async def test_an_insert_held_up_past_the_quiet_time_is_not_taken_for_a_pause(
 ) -> None:
     """Under load an insert can wait longer than the quiet time (at 500 streams a turn of serve's
     loop takes ~0.15 s): the upkeep must not slip in behind it and hold up the batches after it."""
-    quiet = 0.4
+    quiet = 1.0
     writer = PostgresWriter(db_url, quiet=quiet)
     try:
         await writer.insert(assembled(0))
@@ -122,7 +122,7 @@ async def test_an_insert_held_up_past_the_quiet_time_is_not_taken_for_a_pause(
             await asyncio.sleep(2 * quiet)
             assert not held.done()
         await held
-        await asyncio.sleep(quiet / 4)
+        await asyncio.sleep(quiet / 10)
         assert await pending(sql) == 12, "the held insert ended just now: no pause yet, nothing indexed"
 
         async def drained() -> bool:

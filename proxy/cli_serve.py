@@ -155,8 +155,8 @@ async def _freeze_startup_objects(app: web.Application) -> None:
     The youngest generation is collected every ``_GC_YOUNG`` allocations, not Python's 700: a
     stream's objects live for its whole answer (tens of ms to seconds), so at 700 each was walked
     in several young passes and promoted before it died. Measured in alternating pairs (8 at 100
-    streams, 6 at 500): the CPU of serve and its worker a request -9 %, throughput +8 to +10 %, peak RSS
-    within noise; 5,000 and 20,000 alike."""
+    streams, 6 at 500): the CPU of serve and its worker a request -9 %, throughput +8 to +10 %,
+    peak RSS within noise; 5,000 and 20,000 alike."""
     gc.collect()
     gc.freeze()
     _, older, oldest = gc.get_threshold()

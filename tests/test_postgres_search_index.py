@@ -55,6 +55,11 @@ async def pending(sql: asyncpg.Connection[Any]) -> int:
     return int(await sql.fetchval("SELECT count(*) FROM recording_search_pending"))
 
 
+async def drained(sql: asyncpg.Connection[Any]) -> bool:
+    """Nothing waits to join the index."""
+    return await pending(sql) == 0
+
+
 async def indexed(sql: asyncpg.Connection[Any], term: str) -> set[str]:
     """What the index table finds for a term through its trigram index (no pending ones)."""
     await sql.execute("SET enable_seqscan = off")  # the GIN index answers, even on a small table
@@ -95,10 +100,7 @@ async def test_serve_indexes_once_batches_stop_and_not_before(store: Store, db_u
             await writer.insert(assembled(start))
             await asyncio.sleep(0.1)
         assert await pending(sql) == 30, "batches kept coming: nothing indexed"
-        async def drained() -> bool:
-            return await pending(sql) == 0
-
-        await wait_until(drained, timeout=10, what="the quiet writer to index its backlog")
+        await wait_until(lambda: drained(sql), timeout=10, what="the quiet writer to index its backlog")
         assert len(await indexed(sql, "zeb")) == 15
         await writer.insert(assembled(100))  # and it still writes after indexing
         assert await pending(sql) == 6
@@ -124,11 +126,7 @@ async def test_an_insert_held_up_past_the_quiet_time_is_not_taken_for_a_pause(
         await held
         await asyncio.sleep(quiet / 10)
         assert await pending(sql) == 12, "the held insert ended just now: no pause yet, nothing indexed"
-
-        async def drained() -> bool:
-            return await pending(sql) == 0
-
-        await wait_until(drained, timeout=10, what="the upkeep once the writer is really quiet")
+        await wait_until(lambda: drained(sql), timeout=10, what="the upkeep once the writer is really quiet")
     finally:
         await writer.close()
 

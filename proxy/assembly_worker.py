@@ -13,6 +13,13 @@ once it has assembled them, with its own connection: then only whether that work
 Serve's thread neither unpacks 200 replies nor binds and inserts them, and no insert waits on
 the GIL of a busy event loop (the slowest stage under load when serve wrote every batch).
 
+When no other batch waits for it, the worker paces itself: after every ``BURST`` of work it
+pauses as long as it worked. On a two-core machine the relay, its client and upstream share the
+cores with it, and a batch assembled and written in one go (~5 ms at one stream, 45 recordings)
+held up whichever request was under way: at one stream that set the p99 of time to first byte
+and of chunk latency. Paced, a batch takes twice as long and holds nothing up for more than
+``BURST``; with work waiting it does not pause, so under load it writes as fast as before.
+
 What it writes waits to join the search index (migration 0006): once no batch has come for
 ``QUIET_SECONDS`` the worker adds pending recordings to the index, a slice at a time, until the
 next batch comes; a backlog past the bound (``sqlite_batch.BACKLOG_ROWS``) is indexed with the
@@ -25,6 +32,7 @@ import os
 import select
 import sqlite3
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -33,10 +41,46 @@ from proxy.prepare import json_text, search_text, unpack_chunks
 from proxy.sqlite_batch import BACKLOG_BYTES, BACKLOG_ROWS, INDEX_SLICE, connect, index_backlog, index_some, index_statements, write_batch
 from proxy.worker_frames import LENGTH, Answer, Assembled, Job, Packed, WriteTo, frame, unframe
 
-__all__ = ["QUIET_SECONDS", "assemble_packed", "index_while_quiet", "read_frame", "run_job"]
+__all__ = ["BURST", "QUIET_SECONDS", "Pacer", "assemble_packed", "index_while_quiet", "read_frame", "run_job"]
 
 # No batch for this long, and the relay is between bursts: time to catch up on the search index.
 QUIET_SECONDS = 0.5
+# Work between pauses while nothing else waits (the module's docstring). Alternating pairs at one
+# stream (bench, 8 pairs): pacing at 0.5 ms cut the p99 of time to first byte by 23 % and of chunk
+# latency by 33 %, in every pair; 0.2 ms a little more (6 pairs: a further 4 % and 8 %).
+BURST = 0.0002
+
+
+class Pacer:
+    """Called between pieces of a batch's work: once ``BURST`` has passed since the last pause,
+    it pauses as long, unless ``waiting()`` (another batch has come: the worker is behind)."""
+
+    def __init__(
+        self,
+        waiting: Callable[[], bool],
+        clock: Callable[[], float] = time.perf_counter,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._waiting = waiting
+        self._clock = clock
+        self._sleep = sleep
+        self._since = clock()
+
+    def start(self) -> None:
+        """A new batch: what came before it (waiting for input) was no work."""
+        self._since = self._clock()
+
+    def __call__(self) -> None:
+        worked = self._clock() - self._since
+        if worked < BURST:
+            return
+        if not self._waiting():
+            self._sleep(worked)
+        self._since = self._clock()
+
+
+def _unpaced() -> None:
+    pass
 
 
 def read_frame(read: Any) -> bytes | None:
@@ -48,10 +92,12 @@ def read_frame(read: Any) -> bytes | None:
     return bytes(read(size))
 
 
-def assemble_packed(items: Sequence[Packed]) -> list[Assembled]:
-    """Each packed recording's reply, notes and search text. Never raises for one recording."""
+def assemble_packed(items: Sequence[Packed], pace: Callable[[], None] = _unpaced) -> list[Assembled]:
+    """Each packed recording's reply, notes and search text, ``pace()`` before each. Never raises
+    for one recording."""
     out: list[Assembled] = []
     for path, content_type, request_body, body, encoding, chunk_ends in items:
+        pace()
         try:
             chunks, _ = unpack_chunks(body, encoding, chunk_ends, b"")
             result = assemble(path, content_type, chunks)
@@ -76,12 +122,14 @@ def _filled(write: WriteTo, results: Sequence[Assembled]) -> list[tuple[Any, ...
     return out
 
 
-def run_job(job: Job, connections: dict[str, sqlite3.Connection]) -> Answer:
-    """Assemble a batch and, when asked, write it (``connections`` keeps one per file between batches)."""
+def run_job(job: Job, connections: dict[str, sqlite3.Connection], pace: Callable[[], None] = _unpaced) -> Answer:
+    """Assemble a batch and, when asked, write it (``connections`` keeps one per file between
+    batches); ``pace()`` between pieces of the work."""
     items, write = job
-    results = assemble_packed(items)
+    results = assemble_packed(items, pace)
     if write is None:
         return results, None
+    pace()
     try:
         db = connections.get(write.database)
         if db is None:
@@ -134,13 +182,15 @@ def main() -> None:
     sys.stdout = sys.stderr  # the pipe carries frames only
     fd = sys.stdin.fileno()
     connections: dict[str, sqlite3.Connection] = {}
+    pace = Pacer(lambda: _input(fd, 0))
     while True:
         if not _input(fd, QUIET_SECONDS):
             index_while_quiet(connections, lambda: _input(fd, 0))
         payload = read_frame(lambda n: _read_exactly(fd, n))
         if payload is None:
             break
-        out.write(frame(run_job(unframe(payload), connections)))
+        pace.start()
+        out.write(frame(run_job(unframe(payload), connections, pace)))
         out.flush()
 
 

@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 
 from proxy.filters import Filters
-from proxy.postgres_writer import PostgresWriter
+from proxy.postgres_writer import LIGHT_BATCH, SLICE, PostgresWriter
 from proxy.record import Record
 from proxy.store import Store, open_store
 from tests.faultkit import wait_until
@@ -127,6 +127,38 @@ async def test_an_insert_held_up_past_the_quiet_time_is_not_taken_for_a_pause(
         await asyncio.sleep(quiet / 10)
         assert await pending(sql) == 12, "the held insert ended just now: no pause yet, nothing indexed"
         await wait_until(lambda: drained(sql), timeout=10, what="the upkeep once the writer is really quiet")
+    finally:
+        await writer.close()
+
+
+async def transactions(sql: asyncpg.Connection[Any], records: list[Record]) -> int:
+    """How many transactions wrote these recordings (rows one transaction wrote share its xmin)."""
+    ids = [r.id for r in records]
+    assert await sql.fetchval("SELECT count(*) FROM recordings WHERE id = ANY($1)", ids) == len(ids)
+    assert await sql.fetchval("SELECT count(*) FROM recording_bodies WHERE id = ANY($1)", ids) == len(ids)
+    return int(await sql.fetchval("SELECT count(DISTINCT xmin::text) FROM recordings WHERE id = ANY($1)", ids))
+
+
+async def test_a_small_batch_goes_in_as_slices_and_a_full_one_whole(
+    store: Store, db_url: str, sql: asyncpg.Connection[Any]
+) -> None:
+    """A batch of ``LIGHT_BATCH`` or fewer comes from a light load: the writer spreads the
+    database's work over slices. A bigger one is one statement, one transaction."""
+
+    def batch(n: int, start: int) -> list[Record]:
+        return [make_record(f"q{i}", "a", at=T0 + timedelta(seconds=start + i)) for i in range(n)]
+
+    small, full, few = batch(LIGHT_BATCH, 0), batch(LIGHT_BATCH + 1, 1000), batch(SLICE, 2000)
+    writer = PostgresWriter(db_url, quiet=NEVER)
+    try:
+        for records in (small, full, few):
+            await writer.insert(records)
+        assert await transactions(sql, small) == -(-LIGHT_BATCH // SLICE)
+        assert await transactions(sql, full) == 1
+        assert await transactions(sql, few) == 1
+        await writer.insert(small)  # again, as after a failure half-way: nothing doubled
+        assert await transactions(sql, small) == -(-LIGHT_BATCH // SLICE)
+        assert await sql.fetchval("SELECT count(*) FROM recordings") == len(small) + len(full) + len(few)
     finally:
         await writer.close()
 

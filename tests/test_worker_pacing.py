@@ -7,16 +7,15 @@ that nothing here depends on how fast this machine is."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
 from proxy.assembly_pool import _pack
 from proxy.assembly_worker import BURST, Pacer, run_job
 from proxy.record import Record
-from proxy.store import Store, open_store
+from proxy.store import Store
 from tests.recordings import make_record
+from tests.test_search_backlog import store  # noqa: F401 - the fixture: a real SQLite file, migrated
 
 
 class Clock:
@@ -41,15 +40,6 @@ def records(n: int) -> list[Record]:
     for rec in out:
         rec.reply, rec.assembled = None, False
     return out
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    engine = await open_store(f"sqlite+aiosqlite:///{tmp_path / 'r.db'}", create=True)
-    try:
-        yield Store(engine)
-    finally:
-        await engine.dispose()
 
 
 def test_it_pauses_as_long_as_it_worked_once_a_burst_has_passed() -> None:
@@ -81,7 +71,7 @@ def test_waiting_for_input_is_not_work() -> None:
     assert clock.pauses == []
 
 
-async def test_a_paced_batch_is_written_and_answered_as_an_unpaced_one(store: Store, tmp_path: Path) -> None:
+async def test_a_paced_batch_is_written_and_answered_as_an_unpaced_one(store: Store) -> None:
     paced, unpaced = records(12), records(12)
     clock = Clock(step=BURST * 1.01)  # every reading a burst: a pause before each recording and the write
     pace = Pacer(lambda: False, clock=clock, sleep=clock.sleep)

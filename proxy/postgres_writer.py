@@ -16,7 +16,7 @@ goes in as statements of ``SLICE`` recordings, pausing after each as long as it 
 inserts ~45 recordings in one burst of some 4 ms on one of the two cores the relay, its client and
 upstream share, and at one stream that burst set the p99 of time to first byte (as the assembly
 worker's did, ``proxy.assembly_worker``). Under load batches are full and go in whole: a statement
-a batch is what keeps the database's CPU a recording low (slices of 8 cost it ~60 % more).
+a batch is what keeps the database's CPU a recording low (slices of 8 cost it 50-60 % more).
 """
 
 from __future__ import annotations
@@ -39,9 +39,9 @@ __all__ = ["PostgresWriter", "asyncpg_dsn", "is_postgres"]
 log = logging.getLogger("streamproxy.store")
 
 _CONNECT_TIMEOUT = 10.0
-# Alternating pairs at one stream (bench, 6 pairs, batches of ~45): slices of 8 took the p99 of
-# time to first byte 25 % down (every pair), chunk latency p99 11 %, at ~60 % more of the
-# database server's CPU a recording (~40 µs); slices of 16: 22 % and +32 %.
+# Alternating pairs at one stream (bench, batches of ~45), against whole batches: slices of 8 took
+# the p99 of time to first byte 25 % down and of chunk latency 26 % (5 pairs), at 50-60 % more of
+# the database server's CPU a recording (~40 µs); slices of 16: 22 % down, +32 % (6 pairs).
 LIGHT_BATCH = 48
 SLICE = 8
 

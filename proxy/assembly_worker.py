@@ -182,10 +182,14 @@ def main() -> None:
     sys.stdout = sys.stderr  # the pipe carries frames only
     fd = sys.stdin.fileno()
     connections: dict[str, sqlite3.Connection] = {}
-    pace = Pacer(lambda: _input(fd, 0))
+
+    def batch_waiting() -> bool:
+        return _input(fd, 0)
+
+    pace = Pacer(batch_waiting)
     while True:
         if not _input(fd, QUIET_SECONDS):
-            index_while_quiet(connections, lambda: _input(fd, 0))
+            index_while_quiet(connections, batch_waiting)
         payload = read_frame(lambda n: _read_exactly(fd, n))
         if payload is None:
             break

@@ -12,10 +12,8 @@ import pytest
 
 from proxy.assembly_pool import _pack
 from proxy.assembly_worker import BURST, Pacer, run_job
-from proxy.record import Record
 from proxy.store import Store
-from tests.recordings import make_record
-from tests.test_search_backlog import store  # noqa: F401 - the fixture: a real SQLite file, migrated
+from tests.test_search_backlog import corpus, store  # noqa: F401 - store: the fixture, a real SQLite file, migrated
 
 
 class Clock:
@@ -33,13 +31,6 @@ class Clock:
     def sleep(self, seconds: float) -> None:
         self.pauses.append(seconds)
         self.now += seconds
-
-
-def records(n: int) -> list[Record]:
-    out = [make_record(f"question {i}", f"answer {i} " * 20) for i in range(n)]
-    for rec in out:
-        rec.reply, rec.assembled = None, False
-    return out
 
 
 def test_it_pauses_as_long_as_it_worked_once_a_burst_has_passed() -> None:
@@ -72,7 +63,7 @@ def test_waiting_for_input_is_not_work() -> None:
 
 
 async def test_a_paced_batch_is_written_and_answered_as_an_unpaced_one(store: Store) -> None:
-    paced, unpaced = records(12), records(12)
+    paced, unpaced = corpus(0), corpus(100)  # the same answers, recorded at other times
     clock = Clock(step=BURST * 1.01)  # every reading a burst: a pause before each recording and the write
     pace = Pacer(lambda: False, clock=clock, sleep=clock.sleep)
     connections: dict[str, sqlite3.Connection] = {}
@@ -87,4 +78,4 @@ async def test_a_paced_batch_is_written_and_answered_as_an_unpaced_one(store: St
         assert got_a.reply == got_b.reply is not None
         assert got_a.chunk_list() == got_b.chunk_list()
     # Without a write, the replies come back the same too.
-    assert run_job(([_pack(r) for r in records(3)], None), {}, pace)[0] == run_job(([_pack(r) for r in records(3)], None), {})[0]
+    assert run_job(([_pack(r) for r in corpus(200)], None), {}, pace)[0] == run_job(([_pack(r) for r in corpus(300)], None), {})[0]
